@@ -2,6 +2,8 @@
 """Build and test "From Bellman to RLHF".
 
     python3 make.py build    # both editions -> _build/html/ and _build/html/manager/
+    python3 make.py build --edition scientist   # one edition (the manager edition needs the
+                                                # scientist edition's executed outputs in the cache)
     python3 make.py test     # all tests: package, cold build of both editions, the site in Chromium
     python3 make.py clean    # remove _build/ (the execution cache included)
 
@@ -89,10 +91,11 @@ def build_edition(edition: str, warnings_are_errors: bool = True) -> float:
 
 
 def cmd_build(args) -> None:
+    editions = ("scientist", "manager") if args.edition == "both" else (args.edition,)
     times = {}
-    for edition in ("scientist", "manager"):
+    for edition in editions:
         times[edition] = build_edition(edition, warnings_are_errors=not args.allow_warnings)
-    print(f"[make] done: scientist {times['scientist']:.0f} s, manager {times['manager']:.0f} s\n"
+    print("[make] done: " + ", ".join(f"{edition} {seconds:.0f} s" for edition, seconds in times.items()) + "\n"
           f"       open {SCIENTIST_HTML / 'index.html'} (manager edition: {MANAGER_HTML / 'index.html'})")
 
 
@@ -113,6 +116,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build both editions")
     build.add_argument("--allow-warnings", action="store_true", help="do not treat warnings as errors (drafting)")
+    build.add_argument("--edition", choices=("both", "scientist", "manager"), default="both",
+                       help="build one edition only (default: both, scientist first)")
     build.set_defaults(func=cmd_build)
     test = sub.add_parser("test", help="run every test, the slow ones (cold build, browser) included")
     test.add_argument("--fast", action="store_true", help="only the fast tests (no book build)")

@@ -64,9 +64,9 @@ class BookSourceError(SphinxError):
 # --------------------------------------------------------------------------- cache
 
 
-def fingerprint(root: Path, paths: list[str]) -> str:
-    """Hash of every file under ``paths`` (relative to ``root``), contents and names."""
-    digest = hashlib.sha256()
+def fingerprint(root: Path, paths: list[str], extra: str = "") -> str:
+    """Hash of every file under ``paths`` (relative to ``root``), contents and names, and ``extra``."""
+    digest = hashlib.sha256(extra.encode())
     for entry in paths:
         path = root / entry
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -85,7 +85,9 @@ def _on_config_inited(app: Sphinx, config) -> None:
     if edition not in EDITIONS:
         raise BookSourceError(f"rl2llm_edition must be one of {EDITIONS}, got {edition!r}")
     root = Path(app.srcdir)
-    config.rl2llm_fingerprint = fingerprint(root, list(config.rl2llm_fingerprint_paths))
+    # The scale switch changes what chapters compute, so it is part of the key too.
+    scale = os.environ.get("RL2LLM_SCALE", "small")
+    config.rl2llm_fingerprint = fingerprint(root, list(config.rl2llm_fingerprint_paths), extra=scale)
     base = Path(config.nb_execution_cache_path or root / "_build" / ".jupyter_cache")
     if not base.is_absolute():
         base = root / base
@@ -98,6 +100,10 @@ def _on_config_inited(app: Sphinx, config) -> None:
     for old in stale:
         shutil.rmtree(old, ignore_errors=True)
     config.nb_execution_cache_path = str(cache)
+    # Hidden directories are never sources. Sphinx would read them (sphinx-external-toc's
+    # only_build_toc_files skips them, so it does not exclude their files): pytest's
+    # .pytest_cache/README.md alone fails a -W build with "document isn't included in any toctree".
+    config.exclude_patterns = [*config.exclude_patterns, ".*", "**/.*"]
     if edition == "manager":
         config.nb_remove_code_source = True
     logger.info(f"[rl2llm] {edition} edition; execution cache {cache}")

@@ -45,11 +45,15 @@ class FiniteMDP:
 
     def __post_init__(self):
         self.R = np.asarray(self.R, dtype=float)
+        if self.R.ndim != 2:
+            raise ValueError(f"R must have shape (S, A), got {self.R.shape}")
         S, A = self.R.shape
         if sp.issparse(self.P):
             self.P = sp.csr_matrix(self.P)
             if self.P.shape != (S * A, S):
                 raise ValueError(f"sparse P must have shape (S*A, S) = {(S * A, S)}, got {self.P.shape}")
+            if (self.P.data < 0).any():
+                raise ValueError("P has negative probabilities")
             row_sums = np.asarray(self.P.sum(axis=1)).ravel()
         else:
             self.P = np.asarray(self.P, dtype=float)
@@ -66,6 +70,8 @@ class FiniteMDP:
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
         self.terminal = np.zeros(S, dtype=bool) if self.terminal is None else np.asarray(self.terminal, bool)
+        if self.terminal.shape != (S,):
+            raise ValueError(f"terminal must be a boolean mask of shape (S,) = {(S,)}, got {self.terminal.shape}")
 
     @property
     def n_states(self) -> int:
@@ -159,9 +165,9 @@ def gridworld(
 
     Built as a sparse matrix, so a 100x100 grid is as easy as a 4x4 one.
     """
-    grid = np.array([list(row) for row in layout])
     if len({len(row) for row in layout}) != 1:
         raise ValueError("all rows of the layout must have the same length")
+    grid = np.array([list(row) for row in layout])
     unknown = set(grid.ravel()) - set(".S#GX")
     if unknown:
         raise ValueError(f"unknown layout letters {sorted(unknown)}; use . S # G X")

@@ -8,10 +8,8 @@ than styling its own figures.
 from __future__ import annotations
 
 import matplotlib
-
-matplotlib.use("Agg")  # the book is built headless
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 #: Colour-blind-safe palette (Okabe & Ito), in the order lines are drawn.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]

@@ -1,0 +1,64 @@
+"""Shared fixtures.
+
+``built_site`` builds the real book cold, once per test session, for the slow site
+and browser tests: both editions with ``make.py build`` into ``_build/cold`` (its own
+execution cache, so every chapter executes; your warm ``_build`` is left alone).
+Set ``RL2LLM_SITE`` to an existing build directory (one holding ``html/``) to test
+that build instead, e.g. ``RL2LLM_SITE=_build python3 make.py test tests/test_browser.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+#: Filled by the ``built_site`` fixture, reported at the end of the session.
+_COLD_BUILD: dict[str, object] = {}
+
+
+@pytest.fixture(scope="session")
+def built_site() -> Path:
+    """The build directory of the real book, both editions (``<dir>/html``, ``<dir>/html/manager``).
+
+    The build's output is in ``<dir>/build.log``.
+    """
+    existing = os.environ.get("RL2LLM_SITE")
+    if existing:
+        build = Path(existing).resolve()
+        if not (build / "html" / "index.html").exists():
+            pytest.fail(f"RL2LLM_SITE={existing}: no built site in {build / 'html'}")
+        return build
+
+    build = REPO / "_build" / "cold"
+    if build.exists():
+        import shutil
+
+        shutil.rmtree(build)
+    build.mkdir(parents=True)
+    log = build / "build.log"
+    env = dict(os.environ, RL2LLM_BUILD_DIR=str(build), RL2LLM_NO_VENV="1", PYTHONUNBUFFERED="1")
+    env.pop("RL2LLM_EDITION", None)
+    start = time.perf_counter()
+    with log.open("w") as handle:
+        result = subprocess.run([sys.executable, str(REPO / "make.py"), "build"], cwd=REPO, env=env,
+                                stdout=handle, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    _COLD_BUILD.update(seconds=seconds, build=build, returncode=result.returncode)
+    print(f"\n[built_site] cold build of both editions: {seconds:.1f} s (log: {log})")
+    if result.returncode != 0:
+        tail = log.read_text(errors="replace")[-8000:]
+        pytest.fail(f"the cold build failed (exit {result.returncode}); the end of {log}:\n{tail}", pytrace=False)
+    return build
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _COLD_BUILD:
+        terminalreporter.write_line(
+            f"cold build of the book (both editions): {_COLD_BUILD['seconds']:.1f} s, "
+            f"exit {_COLD_BUILD['returncode']}, in {_COLD_BUILD['build']}")

@@ -1,0 +1,348 @@
+"""The build machinery on a tiny fixture book: the execution cache, the two editions, the markers.
+
+Each test builds a fixture book (an intro page and two chapters) with the real
+``make.py`` and the real extension in ``book/_ext``. Every code cell run appends a
+line to a counter file, so the tests can tell exactly which chapters executed.
+A build of the fixture takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from bs4 import BeautifulSoup
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+CHAPTERS = ("01-alpha", "02-beta")
+
+
+# --------------------------------------------------------------------------- the fixture book
+
+
+def _fixture_config() -> dict:
+    """The repository's _config.yml, trimmed to what a two-chapter book needs.
+
+    Execution, parsing and Sphinx settings are the repository's own, so the fixture
+    exercises the real configuration; the extension is the real one (absolute path).
+    """
+    real = yaml.safe_load((REPO / "_config.yml").read_text())
+    sphinx = dict(real.get("sphinx", {}))
+    sphinx["local_extensions"] = {"rl2llm_book": str(REPO / "book" / "_ext")}
+    config = dict(sphinx.get("config", {}))
+    config.pop("bibtex_reference_style", None)  # no bibliography in the fixture
+    config["html_static_path"] = [str(REPO / "book" / "_static")]
+    sphinx["config"] = config
+    return {
+        "title": "Fixture book",
+        "author": "The tests",
+        "only_build_toc_files": True,
+        "exclude_patterns": real.get("exclude_patterns", ["_build", "code"]),
+        "execute": real["execute"],
+        "parse": real["parse"],
+        "html": {"use_multitoc_numbering": True, "baseurl": ""},
+        "sphinx": sphinx,
+    }
+
+
+TOC = """\
+format: jb-book
+root: book/intro
+parts:
+  - caption: Lectures
+    numbered: true
+    chapters:
+      - file: book/lectures/01-alpha
+      - file: book/lectures/02-beta
+"""
+
+CHAPTER = """\
+---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# Chapter {name}
+
+Prose that both editions read, with math $V(s) = \\max_a Q(s, a)$.
+
+:::{{edition}} scientist
+Scientist-only prose SCIENTIST_PROSE_{tag}.
+:::
+
+:::{{edition}} manager
+Manager-only prose MANAGER_PROSE_{tag}.
+:::
+
+```{{code-cell}} ipython3
+with open({counter!r}, "a") as handle:
+    handle.write("executed\\n")
+value = 1
+print("SHARED_OUTPUT_{tag}", value)
+```
+
+```{{code-cell}} ipython3
+:tags: [scientist]
+print("SCIENTIST_OUTPUT_{tag}")
+```
+
+```{{code-cell}} ipython3
+:tags: [manager]
+print("MANAGER_OUTPUT_{tag}")
+```
+"""
+
+
+def chapter_path(root: Path, name: str) -> Path:
+    return root / "book" / "lectures" / f"{name}.md"
+
+
+def counter_path(root: Path, name: str) -> Path:
+    return root / f"counter-{name}.txt"
+
+
+def make_book(root: Path) -> Path:
+    """Write the fixture book into ``root`` (with a copy of the real make.py) and return root."""
+    (root / "book" / "lectures").mkdir(parents=True)
+    (root / "code" / "fixturepkg").mkdir(parents=True)
+    shutil.copy(REPO / "make.py", root / "make.py")
+    (root / "_config.yml").write_text(yaml.safe_dump(_fixture_config(), sort_keys=False))
+    (root / "_toc.yml").write_text(TOC)
+    (root / "requirements.txt").write_text("numpy==2.4.6\n")
+    (root / "code" / "fixturepkg" / "__init__.py").write_text("ANSWER = 42\n")
+    (root / "book" / "intro.md").write_text("# Fixture intro\n\nAn introduction with no code.\n")
+    for name in CHAPTERS:
+        tag = name.split("-")[1].upper()
+        chapter_path(root, name).write_text(
+            CHAPTER.format(name=name, tag=tag, counter=str(counter_path(root, name))))
+    return root
+
+
+def executions(root: Path) -> dict[str, int]:
+    """How many times each chapter has executed so far."""
+    counts = {}
+    for name in CHAPTERS:
+        path = counter_path(root, name)
+        counts[name] = len(path.read_text().splitlines()) if path.exists() else 0
+    return counts
+
+
+def run_make(root: Path, *args: str, build_dir: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, RL2LLM_NO_VENV="1", PYTHONUNBUFFERED="1")
+    env.pop("RL2LLM_EDITION", None)
+    if build_dir is None:
+        env.pop("RL2LLM_BUILD_DIR", None)
+    else:
+        env["RL2LLM_BUILD_DIR"] = str(build_dir)
+    return subprocess.run([sys.executable, "make.py", *args], cwd=root, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def output_of(result: subprocess.CompletedProcess) -> str:
+    return _ANSI.sub("", result.stdout)
+
+
+def build_ok(root: Path, *args: str, build_dir: Path | None = None) -> str:
+    result = run_make(root, "build", *args, build_dir=build_dir)
+    assert result.returncode == 0, f"make.py build {' '.join(args)} failed:\n{output_of(result)[-6000:]}"
+    return output_of(result)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory) -> tuple[Path, str]:
+    """The fixture book built once with `make.py build` (both editions); (root, build output)."""
+    root = make_book(tmp_path_factory.mktemp("book"))
+    return root, build_ok(root)
+
+
+def html(path: Path) -> BeautifulSoup:
+    return BeautifulSoup(path.read_text(encoding="utf8"), "html.parser")
+
+
+# --------------------------------------------------------------------------- 1. the cache
+
+
+def test_cache_reexecutes_exactly_what_changed(tmp_path):
+    root = make_book(tmp_path)
+
+    build_ok(root)
+    assert executions(root) == {"01-alpha": 1, "02-beta": 1}, "the first build executes every chapter once"
+
+    build_ok(root)
+    assert executions(root) == {"01-alpha": 1, "02-beta": 1}, "a rebuild with no change executes nothing"
+
+    edit(chapter_path(root, "01-alpha"), "value = 1", "value = 2")
+    build_ok(root)
+    assert executions(root) == {"01-alpha": 2, "02-beta": 1}, "editing chapter A's code re-executes A alone"
+
+    edit(chapter_path(root, "02-beta"), "Prose that both editions read", "Prose, edited, that both editions read")
+    out = build_ok(root)
+    assert "02-beta" in out, "the prose edit should at least make Sphinx re-read chapter B"
+    assert executions(root) == {"01-alpha": 2, "02-beta": 1}, "editing only prose in chapter B re-executes nothing"
+
+    (root / "code" / "fixturepkg" / "__init__.py").write_text("ANSWER = 43\n")
+    build_ok(root)
+    assert executions(root) == {"01-alpha": 3, "02-beta": 2}, "changing a file in code/ re-executes every chapter"
+
+    build_ok(root)
+    assert executions(root) == {"01-alpha": 3, "02-beta": 2}, "and the new outputs are cached"
+
+    (root / "requirements.txt").write_text("numpy==2.4.6\nscipy==1.17.1\n")
+    build_ok(root)
+    assert executions(root) == {"01-alpha": 4, "02-beta": 3}, "changing requirements.txt re-executes every chapter"
+
+
+# --------------------------------------------------------------------------- 2. one execution, two editions
+
+
+def test_building_the_second_edition_executes_nothing(built_book):
+    root, out = built_book
+    assert executions(root) == {"01-alpha": 1, "02-beta": 1}, \
+        "make.py build (scientist then manager) must execute each chapter exactly once"
+    manager_log = out.split("[make] building the manager edition", 1)[1]
+    assert "Executing notebook" not in manager_log, manager_log[-3000:]
+
+    import json
+    scientist = json.loads((root / "_build" / "html" / "execution.json").read_text())
+    manager = json.loads((root / "_build" / "html" / "manager" / "execution.json").read_text())
+    expected = {f"book/lectures/{name}" for name in CHAPTERS}
+    assert set(scientist["notebooks"]) == expected
+    assert set(manager["notebooks"]) == expected
+    assert manager["fingerprint"] == scientist["fingerprint"]
+    assert manager["cache"] == scientist["cache"]
+    assert all(entry["succeeded"] for entry in scientist["notebooks"].values())
+
+
+def test_manager_edition_refuses_an_empty_cache(built_book, tmp_path):
+    root, _ = built_book
+    before = executions(root)
+    result = run_make(root, "build", "--edition", "manager", build_dir=tmp_path / "fresh")
+    out = output_of(result)
+    assert result.returncode != 0, f"the manager edition built from an empty cache:\n{out[-3000:]}"
+    assert "no up-to-date outputs" in out, out[-3000:]
+    assert "Build the scientist edition first" in out, out[-3000:]
+    for name in CHAPTERS:
+        assert f"book/lectures/{name}.md" in out, f"the message should name {name}:\n{out[-3000:]}"
+    assert executions(root) == before, "the manager edition executed a chapter"
+
+
+def test_scientist_edition_alone(built_book, tmp_path):
+    """`make.py build --edition scientist` builds that edition only."""
+    root, _ = built_book
+    before = executions(root)
+    out = build_ok(root, "--edition", "scientist", build_dir=tmp_path / "sci")
+    assert "[make] building the manager edition" not in out
+    assert (tmp_path / "sci" / "html" / "book" / "lectures" / "01-alpha.html").exists()
+    assert not (tmp_path / "sci" / "html" / "manager").exists()
+    assert executions(root) == {name: count + 1 for name, count in before.items()}  # a cold cache
+
+
+# --------------------------------------------------------------------------- 3. markers
+
+
+BAD_SOURCES = {
+    "unknown-edition": (
+        ":::{edition} scientist\nScientist-only", ":::{edition} scientst\nScientist-only", ["scientst"]),
+    "unknown-tag": (":tags: [scientist]", ":tags: [scientst]", ["scientst"]),
+    "code-cell-in-edition-block": (
+        "Manager-only prose MANAGER_PROSE_BETA.\n:::",
+        "Manager-only prose MANAGER_PROSE_BETA.\n\n```{code-cell} ipython3\nprint('hidden')\n```\n:::",
+        ["code cell inside the {edition} block"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SOURCES))
+def test_bad_markers_fail_the_build(case, tmp_path):
+    root = make_book(tmp_path)
+    old, new, expected = BAD_SOURCES[case]
+    edit(chapter_path(root, "02-beta"), old, new)
+    result = run_make(root, "build")
+    out = output_of(result)
+    assert result.returncode != 0, f"{case}: the build succeeded:\n{out[-3000:]}"
+    # the message names the file (with its line) and the marker
+    error = [line for line in out.splitlines() if str(chapter_path(root, "02-beta")) + ":" in line
+             and ("unknown" in line or "code cell" in line)]
+    assert error, f"{case}: no error naming {chapter_path(root, '02-beta')}:\n{out[-3000:]}"
+    for needle in expected:
+        assert needle in error[0], f"{case}: {needle!r} not in {error[0]!r}"
+    assert "[make] the scientist edition failed to build" in out
+
+
+def test_editions_show_their_own_content(built_book):
+    root, _ = built_book
+    site = root / "_build" / "html"
+    for name in CHAPTERS:
+        tag = name.split("-")[1].upper()
+        scientist = (site / "book" / "lectures" / f"{name}.html").read_text(encoding="utf8")
+        manager = (site / "manager" / "book" / "lectures" / f"{name}.html").read_text(encoding="utf8")
+        for text in (f"SHARED_OUTPUT_{tag}", "Prose that both editions read"):
+            assert text in scientist and text in manager, text
+        assert f"SCIENTIST_PROSE_{tag}" in scientist and f"SCIENTIST_OUTPUT_{tag}" in scientist
+        assert f"MANAGER_PROSE_{tag}" not in scientist and f"MANAGER_OUTPUT_{tag}" not in scientist
+        assert f"MANAGER_PROSE_{tag}" in manager and f"MANAGER_OUTPUT_{tag}" in manager
+        assert f"SCIENTIST_PROSE_{tag}" not in manager and f"SCIENTIST_OUTPUT_{tag}" not in manager
+        assert html(site / "book" / "lectures" / f"{name}.html").select("div.cell_input"), \
+            "the scientist edition shows the code"
+        soup = html(site / "manager" / "book" / "lectures" / f"{name}.html")
+        assert not soup.select(".cell_input"), f"manager {name}: a cell_input"
+        assert "with open(" not in manager, f"manager {name}: code source in the page"
+
+
+def _strip(path: Path):
+    strips = html(path).select("div.edition-strip")
+    assert len(strips) == 1, f"{path}: {len(strips)} edition strips"
+    return strips[0]
+
+
+def test_edition_links_and_reading_time(built_book):
+    root, _ = built_book
+    site = root / "_build" / "html"
+    pages = ["book/intro.html"] + [f"book/lectures/{name}.html" for name in CHAPTERS]
+    for edition, base, other_base in (("scientist", site, site / "manager"), ("manager", site / "manager", site)):
+        for page in pages:
+            path = base / page
+            strip = _strip(path)
+            assert f"{edition.capitalize()} edition" in strip.get_text()
+            link = strip.select_one("a.edition-switch-link")
+            assert link is not None, f"{edition} {page}: no edition link"
+            href = link["href"]
+            assert not urlsplit(href).scheme, f"{edition} {page}: absolute edition link {href}"
+            target = (path.parent / urlsplit(href).path).resolve()
+            assert target == (other_base / page).resolve(), \
+                f"{edition} {page}: the edition link {href} leads to {target}, not the same page in the other edition"
+            assert target.exists(), f"{edition} {page}: the edition link {href} leads to a missing file"
+            reading = strip.select_one(".reading-time")
+            if page.startswith("book/lectures/"):
+                assert reading is not None and re.fullmatch(r"Reading time: \d+ min", reading.get_text()), \
+                    f"{edition} {page}: no reading time"
+            else:
+                assert reading is None, f"{edition} {page}: a reading time on a page that is no chapter"
+    # the manager edition reads no code, so its reading time counts none
+    for name in CHAPTERS:
+        title = _strip(site / "manager" / "book" / "lectures" / f"{name}.html").select_one(".reading-time")["title"]
+        assert " 0 lines of code" in title, title

@@ -1,0 +1,197 @@
+"""Static checks of the real book, both editions, built cold once per session (``built_site``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from bs4 import BeautifulSoup
+
+pytestmark = pytest.mark.slow
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: Lines with WARNING in the build log that are not the book's: ipykernel says this on
+#: stderr each time a kernel starts (nbclient's kernels talk over local TCP).
+KNOWN_LOG_WARNINGS = (
+    "[IPKernelApp] WARNING | Kernel is running over TCP without encryption.",
+)
+#: Tags whose attribute makes the browser load something.
+LOADING_ATTRIBUTES = {"script": "src", "link": "href", "img": "src", "iframe": "src", "source": "src",
+                      "video": "src", "audio": "src", "embed": "src", "object": "data", "track": "src"}
+_CSS_URL = re.compile(r"""url\(\s*['"]?([^'")\s]+)""", re.I)
+_CSS_IMPORT = re.compile(r"""@import\s+['"]([^'"]+)""", re.I)
+
+
+def _is_external(url: str) -> bool:
+    parts = urlsplit(url.strip())
+    return parts.scheme in ("http", "https") or url.strip().startswith("//")
+
+
+@pytest.fixture(scope="module")
+def site(built_site) -> Path:
+    return built_site / "html"
+
+
+def _pages(root: Path, exclude: Path | None = None) -> list[Path]:
+    """The HTML pages under ``root`` (not the themes' Jinja macro files in _static/)."""
+    pages = sorted(page for page in root.rglob("*.html") if "_static" not in page.relative_to(root).parts)
+    if exclude is not None:
+        pages = [page for page in pages if exclude not in page.parents]
+    return pages
+
+
+def _is_code_block(element) -> bool:
+    """A Pygments code block (``div.highlight`` or its ``div.highlight-<language>`` wrapper)."""
+    return any(cls == "highlight" or cls.startswith("highlight-") for cls in element.get("class", []))
+
+
+@pytest.fixture(scope="module")
+def scientist_pages(site) -> list[Path]:
+    return _pages(site, exclude=site / "manager")
+
+
+@pytest.fixture(scope="module")
+def manager_pages(site) -> list[Path]:
+    return _pages(site / "manager")
+
+
+def _soup(path: Path) -> BeautifulSoup:
+    return BeautifulSoup(path.read_text(encoding="utf8"), "html.parser")
+
+
+def test_build_log_has_no_warnings(built_site):
+    log_path = built_site / "build.log"
+    if not log_path.exists():
+        pytest.skip(f"no build log in {built_site} (RL2LLM_SITE points to a build made elsewhere)")
+    log = _ANSI.sub("", log_path.read_text(errors="replace"))
+    assert log.count("build succeeded") == 2, "both editions should report 'build succeeded'"
+    assert "[make] done:" in log
+    warnings = [line for line in log.splitlines()
+                if "WARNING" in line and not any(known in line for known in KNOWN_LOG_WARNINGS)]
+    assert not warnings, "warnings in the build log:\n" + "\n".join(warnings)
+
+
+def test_both_editions_have_the_same_pages(site, scientist_pages, manager_pages):
+    """Every page of the scientist edition is in the manager edition.
+
+    The one exception: an index Sphinx generates from the content of one edition (such
+    as sphinx-proof's ``prf-prf.html``, when every theorem is scientist-only) has no
+    source page and no edition link, so no reader is sent to its missing twin.
+    """
+    scientist = {page.relative_to(site) for page in scientist_pages}
+    manager = {page.relative_to(site / "manager") for page in manager_pages}
+    assert Path("book/lectures/01-mdps-bellman.html") in scientist
+    missing = sorted(str(page) for page in scientist - manager if _soup(site / page).select(".edition-strip"))
+    assert not missing, f"pages of the scientist edition missing from the manager edition: {missing}"
+    extra = sorted(str(page) for page in manager - scientist
+                   if _soup(site / "manager" / page).select(".edition-strip"))
+    assert not extra, f"pages only in the manager edition: {extra}"
+
+
+def test_every_source_page_has_an_edition_link_that_resolves(site, scientist_pages, manager_pages):
+    problems = []
+    for page in scientist_pages + manager_pages:
+        soup = _soup(page)
+        if not soup.select(".edition-strip"):
+            continue
+        link = soup.select_one(".edition-strip a.edition-switch-link")
+        if link is None:
+            problems.append(f"{page.relative_to(site)}: no edition link")
+            continue
+        target = (page.parent / urlsplit(link["href"]).path).resolve()
+        if not target.exists():
+            problems.append(f"{page.relative_to(site)}: the edition link {link['href']} leads nowhere")
+    lectures = [page for page in scientist_pages if "lectures" in page.parts]
+    assert lectures, "no lecture pages"
+    assert not problems, "\n".join(problems)
+
+
+def test_manager_pages_show_no_code(site, manager_pages):
+    problems = []
+    for page in manager_pages:
+        soup = _soup(page)
+        name = page.relative_to(site)
+        if soup.select(".cell_input"):
+            problems.append(f"{name}: {len(soup.select('.cell_input'))} cell_input")
+        for block in soup.find_all(_is_code_block):
+            if block.find_parent(class_="cell_output") is None:
+                classes = " ".join(block.get("class", []))
+                problems.append(f"{name}: a code block ({classes}) outside a cell output: "
+                                f"{block.get_text()[:80]!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_scientist_edition_shows_the_code(site):
+    lecture = _soup(site / "book" / "lectures" / "01-mdps-bellman.html")
+    assert lecture.select(".cell_input"), "the scientist edition of Lecture 1 shows no code cell"
+
+
+def test_pages_load_nothing_from_the_internet(site, scientist_pages, manager_pages):
+    """Every script, stylesheet, image, frame a page loads is local, and exists."""
+    problems = []
+    stylesheets = set()
+    for page in scientist_pages + manager_pages:
+        soup = _soup(page)
+        name = page.relative_to(site)
+        for tag, attribute in LOADING_ATTRIBUTES.items():
+            for element in soup.find_all(tag):
+                url = element.get(attribute)
+                if not url:
+                    continue
+                if tag == "link" and not set(element.get("rel", [])) & {"stylesheet", "preload", "icon",
+                                                                        "modulepreload", "prefetch"}:
+                    continue  # navigation links (next, prev, search, index) load nothing
+                if _is_external(url):
+                    problems.append(f"{name}: <{tag} {attribute}={url!r}>")
+                    continue
+                parts = urlsplit(url)
+                if parts.scheme == "data" or not parts.path:
+                    continue
+                target = (page.parent / parts.path).resolve()
+                if not target.exists():
+                    problems.append(f"{name}: <{tag} {attribute}={url!r}> points to a missing file")
+                elif target.suffix == ".css":
+                    stylesheets.add(target)
+        for style in soup.find_all("style"):
+            for url in _CSS_URL.findall(style.get_text()) + _CSS_IMPORT.findall(style.get_text()):
+                if _is_external(url):
+                    problems.append(f"{name}: inline style loads {url!r}")
+    # every stylesheet under _static (whether or not a page links it), and what they import
+    stylesheets |= set(site.rglob("_static/**/*.css"))
+    for css in sorted(stylesheets):
+        text = css.read_text(encoding="utf8", errors="replace")
+        for url in _CSS_URL.findall(text) + _CSS_IMPORT.findall(text):
+            if _is_external(url):
+                problems.append(f"{css.relative_to(site)}: loads {url!r}")
+    assert not problems, "\n".join(sorted(set(problems)))
+
+
+def test_mathjax_is_the_vendored_copy(site):
+    for base in (site, site / "manager"):
+        page = base / "book" / "lectures" / "01-mdps-bellman.html"
+        scripts = [script.get("src", "") for script in _soup(page).find_all("script")]
+        mathjax = [src for src in scripts if "mathjax" in src.lower()]
+        assert mathjax, f"{page}: no MathJax script"
+        for src in mathjax:
+            assert not _is_external(src) and (page.parent / urlsplit(src).path).resolve().exists(), src
+
+
+def test_manager_renders_the_scientist_execution(built_site, site):
+    scientist = json.loads((site / "execution.json").read_text())
+    manager = json.loads((site / "manager" / "execution.json").read_text())
+    assert scientist["edition"] == "scientist" and manager["edition"] == "manager"
+    assert "book/lectures/01-mdps-bellman" in scientist["notebooks"]
+    assert set(manager["notebooks"]) == set(scientist["notebooks"]), \
+        "the manager edition shows other notebooks than the scientist edition executed"
+    assert manager["fingerprint"] == scientist["fingerprint"]
+    assert manager["cache"] == scientist["cache"]
+    failed = [name for name, data in scientist["notebooks"].items() if not data.get("succeeded")]
+    assert not failed, f"notebooks that did not execute successfully: {failed}"
+    log_path = built_site / "build.log"
+    if log_path.exists():
+        log = _ANSI.sub("", log_path.read_text(errors="replace"))
+        manager_log = log.split("[make] building the manager edition", 1)[-1]
+        assert "Executing notebook" not in manager_log, "the manager edition executed a notebook"
