@@ -30,6 +30,14 @@ CHAPTERS = ("01-alpha", "02-beta")
 # --------------------------------------------------------------------------- the fixture book
 
 
+#: Sphinx settings that name files or folders of the repository (relative to its root).
+PATH_SETTINGS = ("html_static_path", "html_extra_path", "html_favicon", "html_logo", "templates_path")
+
+
+def _absolute(entry: str) -> str:
+    return str(REPO / entry) if (REPO / entry).exists() else entry
+
+
 def _fixture_config() -> dict:
     """The repository's _config.yml, trimmed to what a two-chapter book needs.
 
@@ -41,7 +49,11 @@ def _fixture_config() -> dict:
     sphinx["local_extensions"] = {"rl2llm_book": str(REPO / "book" / "_ext")}
     config = dict(sphinx.get("config", {}))
     config.pop("bibtex_reference_style", None)  # no bibliography in the fixture
-    config["html_static_path"] = [str(REPO / "book" / "_static")]
+    for key in PATH_SETTINGS:  # the repository's files, by absolute path
+        if isinstance(config.get(key), str):
+            config[key] = _absolute(config[key])
+        elif isinstance(config.get(key), list):
+            config[key] = [_absolute(entry) for entry in config[key]]
     sphinx["config"] = config
     return {
         "title": "Fixture book",
@@ -311,6 +323,18 @@ def test_editions_show_their_own_content(built_book):
         soup = html(site / "manager" / "book" / "lectures" / f"{name}.html")
         assert not soup.select(".cell_input"), f"manager {name}: a cell_input"
         assert "with open(" not in manager, f"manager {name}: code source in the page"
+
+
+def test_no_inline_script_is_included_twice(built_book):
+    """Sphinx 7.4 writes inline scripts added after the builder started twice; the extension dedupes them."""
+    root, _ = built_book
+    site = root / "_build" / "html"
+    for page in [site / "book" / "intro.html", site / "manager" / "book" / "lectures" / "01-alpha.html"]:
+        bodies = [script.string.strip() for script in html(page).find_all("script")
+                  if not script.get("src") and script.string and script.string.strip()]
+        assert bodies, f"{page}: no inline scripts at all"
+        twice = sorted({body[:80] for body in bodies if bodies.count(body) > 1})
+        assert not twice, f"{page}: inline scripts included twice: {twice}"
 
 
 def _strip(path: Path):

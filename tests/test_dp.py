@@ -257,7 +257,8 @@ def test_finite_horizon_policy_is_time_dependent_and_achieves_its_value(H):
     V_short, policy_short = finite_horizon(lake, H - 1, gamma=1.0)
     np.testing.assert_allclose(V[1:], V_short, atol=1e-15)
     np.testing.assert_array_equal(policy[1:], policy_short)
-    assert V[0, lake.start] > V_short[0, lake.start]  # one more step helps from the start
+    assert (V[0] >= V_short[0] - 1e-15).all()  # one more step never hurts ...
+    assert (V[0, lake.start] > V_short[0, lake.start]) == (H > 6)  # ... and helps once the goal is in reach
     if H == 10:  # with few steps left, the best action really does change over time
         assert (policy != policy[0]).any()
 

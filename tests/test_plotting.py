@@ -152,10 +152,6 @@ def test_palette_is_distinct_and_valid():
     assert all(matplotlib.colors.is_color_like(c) for c in plotting.PALETTE)
 
 
-def test_backend_is_headless():
-    assert matplotlib.get_backend().lower() == "agg"
-
-
 # --------------------------------------------------------------------------- seeding
 
 

@@ -169,6 +169,19 @@ def test_pages_load_nothing_from_the_internet(site, scientist_pages, manager_pag
     assert not problems, "\n".join(sorted(set(problems)))
 
 
+def test_no_inline_script_is_included_twice(site, scientist_pages, manager_pages):
+    """A script declaring a ``const`` twice throws in the browser (see the extension's Sphinx 7.4 workaround)."""
+    problems = []
+    for page in scientist_pages + manager_pages:
+        bodies = [script.string.strip() for script in _soup(page).find_all("script")
+                  if not script.get("src") and script.get("type", "text/javascript") == "text/javascript"
+                  and script.string and script.string.strip()]
+        twice = sorted({body[:80] for body in bodies if bodies.count(body) > 1})
+        if twice:
+            problems.append(f"{page.relative_to(site)}: {twice}")
+    assert not problems, "inline scripts included twice:\n" + "\n".join(problems)
+
+
 def test_mathjax_is_the_vendored_copy(site):
     for base in (site, site / "manager"):
         page = base / "book" / "lectures" / "01-mdps-bellman.html"

@@ -297,6 +297,33 @@ def _on_env_updated(app: Sphinx, env) -> None:
     app.rl2llm_notebooks = {name for name, data in getattr(env, "nb_metadata", {}).items() if data.get("exec_data")}
 
 
+def _on_env_updated_dedupe_inline_scripts(app: Sphinx, env) -> None:
+    """Work around a Sphinx 7.4 bug that puts inline scripts twice on every page.
+
+    An inline script (``app.add_js_file(None, body=...)``) added after the HTML
+    builder started, as sphinx-thebe and sphinx-togglebutton do, reaches the builder
+    once with the file name ``None`` and again, when writing starts, with ``''``; the
+    two do not compare equal, so each page declares ``const THEBE_JS_URL`` twice and
+    the browser throws "Identifier 'THEBE_JS_URL' has already been declared". Renaming
+    ``None`` to ``''`` here (after reading, before writing) lets Sphinx's own
+    de-duplication drop the second copy. Fixed upstream in Sphinx 8.2 (sphinx-doc/sphinx#13402).
+    """
+    files = getattr(app.builder, "_js_files", None)
+    if not files:
+        return
+    try:
+        from sphinx.builders.html._assets import _JavaScript
+    except ImportError:  # a Sphinx without the private class: nothing to do
+        return
+    fixed = []
+    for asset in files:
+        if isinstance(asset, _JavaScript) and asset.filename is None:
+            asset = _JavaScript("", priority=asset.priority, **asset.attributes)
+        if asset not in fixed:
+            fixed.append(asset)
+    files[:] = fixed
+
+
 def _on_build_finished(app: Sphinx, exception) -> None:
     if exception is not None or app.builder.format != "html":
         return
@@ -387,6 +414,7 @@ def setup(app: Sphinx):
     app.connect("env-before-read-docs", _on_env_before_read_docs, priority=900)
     app.connect("doctree-read", _on_doctree_read)
     app.connect("env-updated", _on_env_updated)
+    app.connect("env-updated", _on_env_updated_dedupe_inline_scripts)
     app.connect("doctree-resolved", _on_doctree_resolved)
     app.connect("html-page-context", _on_html_page_context)
     app.connect("build-finished", _on_build_finished)
