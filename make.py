@@ -125,7 +125,15 @@ def main() -> None:
     test.set_defaults(func=cmd_test)
     clean = sub.add_parser("clean", help="remove _build/ and the execution cache")
     clean.set_defaults(func=cmd_clean)
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    if argv[:1] == ["test"]:
+        # Everything after `test` but --fast goes to pytest as it is, options included
+        # (argparse alone rejects `make.py test -k value_iteration` or `make.py test -x`).
+        rest = [arg for arg in argv[1:] if arg != "--fast"]
+        args = parser.parse_args(["test", *(["--fast"] if "--fast" in argv[1:] else [])])
+        args.pytest_args = rest[1:] if rest[:1] == ["--"] else rest
+    else:
+        args = parser.parse_args(argv)
     if args.command != "clean":
         ensure_environment()
     args.func(args)

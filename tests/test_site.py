@@ -104,6 +104,12 @@ def test_every_source_page_has_an_edition_link_that_resolves(site, scientist_pag
         target = (page.parent / urlsplit(link["href"]).path).resolve()
         if not target.exists():
             problems.append(f"{page.relative_to(site)}: the edition link {link['href']} leads nowhere")
+        if "lectures" in page.parts and not soup.select(".edition-strip .reading-time"):
+            problems.append(f"{page.relative_to(site)}: a chapter without its reading time")
+        if "lectures" in page.parts and site / "manager" not in page.parents:
+            notebook = soup.select_one(".edition-strip a.executed-notebook")
+            if notebook is None or not (page.parent / urlsplit(notebook["href"]).path).resolve().exists():
+                problems.append(f"{page.relative_to(site)}: no executed notebook to download")
     lectures = [page for page in scientist_pages if "lectures" in page.parts]
     assert lectures, "no lecture pages"
     assert not problems, "\n".join(problems)
