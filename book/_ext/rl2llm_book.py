@@ -216,7 +216,7 @@ def _on_doctree_resolved(app: Sphinx, doctree: nodes.document, docname: str) -> 
     words = code_lines = figures = 0
     for node in doctree.findall(nodes.Text):
         parent = node.parent
-        if isinstance(parent, nodes.literal_block) or _in_literal(parent):
+        if _in_literal(parent):
             continue
         words += len(node.astext().split())
     for block in doctree.findall(nodes.literal_block):
@@ -239,7 +239,7 @@ def _in_literal(node) -> bool:
 
 def _on_env_before_read_docs(app: Sphinx, env, docnames: list[str]) -> None:
     """Manager edition: every notebook must already have executed outputs in the cache."""
-    if app.config.rl2llm_edition != "manager" or not app.config.rl2llm_manager_requires_cache:
+    if app.config.rl2llm_edition != "manager":
         return
     from jupyter_cache import get_cache
     from myst_nb.core.read import create_nb_reader
@@ -403,7 +403,6 @@ def setup(app: Sphinx):
     app.add_config_value("rl2llm_fingerprint", "", "env")
     app.add_config_value("rl2llm_fingerprint_paths", ["code", "requirements.txt"], "env")
     app.add_config_value("rl2llm_chapter_prefix", "book/lectures/", "html")
-    app.add_config_value("rl2llm_manager_requires_cache", True, "env")
     app.rl2llm_reading = {}
     app.rl2llm_notebooks = set()
     app.add_directive("edition", EditionDirective)
