@@ -5,12 +5,17 @@
     python3 make.py build --edition scientist   # one edition (the manager edition needs the
                                                 # scientist edition's executed outputs in the cache)
     python3 make.py test     # all tests: package, cold build of both editions, the site in Chromium
+    python3 make.py build --rerun 01-mdps-bellman   # re-execute that chapter even if its cache is fresh
+    python3 make.py budget   # each chapter's execution time against its budget, from the last build
     python3 make.py clean    # remove _build/ (the execution cache included)
 
 The first run creates a virtual environment in .venv/ from requirements.txt
-(several minutes; later runs reuse it). Set RL2LLM_VENV to use another one, or
-RL2LLM_NO_VENV=1 to use the Python running this script as it is, and
-RL2LLM_BUILD_DIR to write the build (and its execution cache) somewhere else.
+(several minutes; later runs reuse it). Set RL2LLM_TORCH=cpu when it is created
+to install PyTorch's CPU-only build from PyTorch's own index (on Linux the
+default index serves the CUDA build, which brings several GB of CUDA libraries).
+Set RL2LLM_VENV to use another environment, RL2LLM_NO_VENV=1 to use the Python
+running this script as it is, and RL2LLM_BUILD_DIR to write the build (and its
+execution cache) somewhere else.
 """
 
 from __future__ import annotations
@@ -30,6 +35,11 @@ BUILD = Path(os.environ.get("RL2LLM_BUILD_DIR", ROOT / "_build")).resolve()
 SCIENTIST_HTML = BUILD / "html"
 MANAGER_BUILD = BUILD / "manager"  # its own Sphinx environment and doctrees
 MANAGER_HTML = SCIENTIST_HTML / "manager"  # where readers find it
+#: PyTorch's own index of CPU-only wheels (RL2LLM_TORCH=cpu).
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+#: Execution budgets (the build flags a chapter over its budget on the status page too).
+CHAPTER_BUDGET_S = 120
+COLD_BUDGET_MIN = 25
 
 
 def _venv_python() -> Path:
@@ -49,6 +59,11 @@ def ensure_environment() -> None:
               "(one time, several minutes)", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(python.parent.parent)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--upgrade", "pip"], check=True)
+        if os.environ.get("RL2LLM_TORCH") == "cpu":
+            torch_pin = next(line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+                             if line.startswith("torch=="))
+            print(f"[make] RL2LLM_TORCH=cpu: installing {torch_pin} (CPU-only) from {TORCH_CPU_INDEX}", flush=True)
+            subprocess.run([str(python), "-m", "pip", "install", torch_pin, "--index-url", TORCH_CPU_INDEX], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-r", str(ROOT / "requirements.txt")], check=True)
     os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
 
@@ -92,11 +107,82 @@ def build_edition(edition: str, warnings_are_errors: bool = True) -> float:
 
 def cmd_build(args) -> None:
     editions = ("scientist", "manager") if args.edition == "both" else (args.edition,)
+    if args.rerun:
+        if "scientist" not in editions:
+            sys.exit("[make] --rerun re-executes chapters, which only the scientist edition does")
+        names = [_chapter_docname(name) for name in args.rerun]
+        os.environ["RL2LLM_RERUN"] = ",".join(names)
+        print(f"[make] re-executing {', '.join(names)}", flush=True)
     times = {}
     for edition in editions:
         times[edition] = build_edition(edition, warnings_are_errors=not args.allow_warnings)
+    if "scientist" in times:
+        _record_build(times)
     print("[make] done: " + ", ".join(f"{edition} {seconds:.0f} s" for edition, seconds in times.items()) + "\n"
           f"       open {SCIENTIST_HTML / 'index.html'} (manager edition: {MANAGER_HTML / 'index.html'})")
+
+
+def _chapter_docname(name: str) -> str:
+    """'01', '01-mdps-bellman', 'book/lectures/01-mdps-bellman.md' -> 'book/lectures/01-mdps-bellman'."""
+    stem = Path(name).name.removesuffix(".md")
+    matches = sorted(p for p in (ROOT / "book" / "lectures").glob("*.md") if p.stem == stem or p.stem.startswith(stem + "-"))
+    if len(matches) != 1:
+        known = ", ".join(sorted(p.stem for p in (ROOT / "book" / "lectures").glob("*.md")))
+        sys.exit(f"[make] --rerun {name!r}: " + ("matches several chapters" if matches else "no such chapter")
+                 + f"; chapters are: {known}")
+    return matches[0].relative_to(ROOT).with_suffix("").as_posix()
+
+
+def _record_build(times: dict) -> None:
+    """Keep the wall time of this build and what it executed, for `make.py budget`."""
+    import json
+
+    report = json.loads((SCIENTIST_HTML / "execution.json").read_text())
+    executed = [name for name, data in report["notebooks"].items() if data.get("executed_now")]
+    (BUILD / "last-build.json").write_text(json.dumps(
+        {"seconds": times, "executed": executed, "finished": time.time()}, indent=1))
+
+
+def budget_report(build: Path = BUILD) -> str:
+    """Each chapter's last execution time against its budget, and the cold build against 25 minutes."""
+    import json
+
+    path = build / "html" / "execution.json"
+    if not path.exists():
+        return f"[make] no build in {build}: run python3 make.py build first"
+    report = json.loads(path.read_text())
+    budget = report.get("budget_seconds", CHAPTER_BUDGET_S)
+    lines = [f"{'chapter':<44}{'executed':>10}{'budget':>8}  claims  status"]
+    total = 0.0
+    for name, data in sorted(report["notebooks"].items()):
+        seconds = (data.get("provenance") or {}).get("seconds", data.get("runtime"))
+        seconds = float(seconds or 0.0)
+        total += seconds
+        status = "OVER BUDGET" if seconds > budget else "ok"
+        lines.append(f"{name:<44}{seconds:>9.1f}s{budget:>7}s  {data.get('claims', 0):>6}  {status}")
+    last = build / "last-build.json"
+    rendering = None
+    if last.exists():
+        record = json.loads(last.read_text())
+        executed_now = sum(float((report["notebooks"].get(n, {}).get("provenance") or {}).get("seconds", 0))
+                           for n in record.get("executed", []))
+        rendering = max(0.0, sum(record["seconds"].values()) - executed_now)
+    cold = total + (rendering or 0.0)
+    lines.append(f"{'all chapters executed cold':<44}{total:>9.1f}s")
+    if rendering is not None:
+        lines.append(f"{'  + rendering both editions (last build)':<44}{rendering:>9.1f}s")
+    lines.append(f"cold build of both editions: about {cold / 60:.1f} min of the {COLD_BUDGET_MIN} min budget"
+                 + (" -- OVER BUDGET" if cold > COLD_BUDGET_MIN * 60 else ""))
+    over = [name for name, data in report["notebooks"].items()
+            if float((data.get("provenance") or {}).get("seconds", data.get("runtime")) or 0) > budget]
+    if over:
+        lines.append(f"over the {budget} s chapter budget: {', '.join(over)}")
+    return "\n".join(lines)
+
+
+def cmd_budget(args) -> None:
+    build = Path(args.build_dir).resolve() if args.build_dir else BUILD
+    print(budget_report(build))
 
 
 def cmd_test(args) -> None:
@@ -118,7 +204,13 @@ def main() -> None:
     build.add_argument("--allow-warnings", action="store_true", help="do not treat warnings as errors (drafting)")
     build.add_argument("--edition", choices=("both", "scientist", "manager"), default="both",
                        help="build one edition only (default: both, scientist first)")
+    build.add_argument("--rerun", action="append", default=[], metavar="CHAPTER",
+                       help="re-execute this chapter even if its cached outputs are up to date "
+                            "(e.g. 01 or 01-mdps-bellman; repeat for several)")
     build.set_defaults(func=cmd_build)
+    budget = sub.add_parser("budget", help="each chapter's execution time against its budget, from the last build")
+    budget.add_argument("--build-dir", help="the build to report on (default: _build, or RL2LLM_BUILD_DIR)")
+    budget.set_defaults(func=cmd_budget)
     test = sub.add_parser("test", help="run every test, the slow ones (cold build, browser) included")
     test.add_argument("--fast", action="store_true", help="only the fast tests (no book build)")
     test.add_argument("pytest_args", nargs="*", help="passed on to pytest")
@@ -134,7 +226,7 @@ def main() -> None:
         args.pytest_args = rest[1:] if rest[:1] == ["--"] else rest
     else:
         args = parser.parse_args(argv)
-    if args.command != "clean":
+    if args.command not in ("clean", "budget"):
         ensure_environment()
     args.func(args)
 

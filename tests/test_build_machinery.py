@@ -1,9 +1,12 @@
 """The build machinery on a tiny fixture book: the execution cache, the two editions, the markers.
 
-Each test builds a fixture book (an intro page and two chapters) with the real
-``make.py`` and the real extension in ``book/_ext``. Every code cell run appends a
-line to a counter file, so the tests can tell exactly which chapters executed.
-A build of the fixture takes a few seconds.
+Each test builds a fixture book (an intro page, three chapters and a status page)
+with the real ``make.py`` and the real extension in ``book/_ext``. The fixture has a
+small package of its own, ``fixturepkg``: chapter alpha imports ``fixturepkg.alpha``,
+chapter beta imports ``fixturepkg.beta``, both of which import ``fixturepkg.base``;
+chapter gamma imports nothing from it. Every chapter's first cell appends a line to a
+counter file, so the tests can tell exactly which chapters executed. A build of the
+fixture takes a few seconds.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from bs4 import BeautifulSoup
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-CHAPTERS = ("01-alpha", "02-beta")
+CHAPTERS = ("01-alpha", "02-beta", "03-gamma")
 
 
 # --------------------------------------------------------------------------- the fixture book
@@ -54,6 +57,7 @@ def _fixture_config() -> dict:
             config[key] = _absolute(config[key])
         elif isinstance(config.get(key), list):
             config[key] = [_absolute(entry) for entry in config[key]]
+    config["rl2llm_package_dir"] = "code/fixturepkg"
     sphinx["config"] = config
     return {
         "title": "Fixture book",
@@ -76,7 +80,26 @@ parts:
     chapters:
       - file: book/lectures/01-alpha
       - file: book/lectures/02-beta
+      - file: book/lectures/03-gamma
+  - caption: Back matter
+    chapters:
+      - file: book/status
 """
+
+#: What each chapter imports from the fixture package (gamma: nothing).
+IMPORTS = {
+    "01-alpha": "from fixturepkg.alpha import ALPHA\n",
+    "02-beta": "from fixturepkg import beta\n",
+    "03-gamma": "from rl2llm.progress import progress\nfor _ in progress(range(3), 'PROGRESS_MARKER', every=1):\n    pass\n",
+}
+
+PACKAGE = {
+    "__init__.py": "ANSWER = 42\n",
+    "base.py": "BASE = 1\n",
+    "alpha.py": "from .base import BASE\nALPHA = BASE + 1\n",
+    "beta.py": "from fixturepkg.base import BASE\nBETA = BASE + 2\n",
+    "unused.py": "UNUSED = 0\n",
+}
 
 CHAPTER = """\
 ---
@@ -105,8 +128,16 @@ Manager-only prose MANAGER_PROSE_{tag}.
 ```{{code-cell}} ipython3
 with open({counter!r}, "a") as handle:
     handle.write("executed\\n")
-value = 1
+{imports}value = 1
 print("SHARED_OUTPUT_{tag}", value)
+```
+
+The value is one.
+
+```{{code-cell}} ipython3
+:tags: [check]
+assert value == 1, "CLAIM_{tag}: the value is one"
+print("CHECK_OUTPUT_{tag}")
 ```
 
 ```{{code-cell}} ipython3
@@ -137,12 +168,14 @@ def make_book(root: Path) -> Path:
     (root / "_config.yml").write_text(yaml.safe_dump(_fixture_config(), sort_keys=False))
     (root / "_toc.yml").write_text(TOC)
     (root / "requirements.txt").write_text("numpy==2.4.6\n")
-    (root / "code" / "fixturepkg" / "__init__.py").write_text("ANSWER = 42\n")
+    for name, text in PACKAGE.items():
+        (root / "code" / "fixturepkg" / name).write_text(text)
     (root / "book" / "intro.md").write_text("# Fixture intro\n\nAn introduction with no code.\n")
+    (root / "book" / "status.md").write_text("# Execution status\n\n```{execution-status}\n```\n")
     for name in CHAPTERS:
         tag = name.split("-")[1].upper()
         chapter_path(root, name).write_text(
-            CHAPTER.format(name=name, tag=tag, counter=str(counter_path(root, name))))
+            CHAPTER.format(name=name, tag=tag, counter=str(counter_path(root, name)), imports=IMPORTS[name]))
     return root
 
 
@@ -155,9 +188,13 @@ def executions(root: Path) -> dict[str, int]:
     return counts
 
 
-def run_make(root: Path, *args: str, build_dir: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, RL2LLM_NO_VENV="1", PYTHONUNBUFFERED="1")
-    env.pop("RL2LLM_EDITION", None)
+def run_make(root: Path, *args: str, build_dir: Path | None = None, **extra_env: str) -> subprocess.CompletedProcess:
+    # The chapters' kernels import the fixture package from the fixture's code/.
+    pythonpath = os.pathsep.join(filter(None, [str(root / "code"), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, RL2LLM_NO_VENV="1", PYTHONUNBUFFERED="1", PYTHONPATH=pythonpath, **extra_env)
+    for name in ("RL2LLM_EDITION", "RL2LLM_SCALE", "RL2LLM_RERUN", "RL2LLM_PROGRESS_FILE", "RL2LLM_ARTIFACTS"):
+        if name not in extra_env:
+            env.pop(name, None)
     if build_dir is None:
         env.pop("RL2LLM_BUILD_DIR", None)
     else:
@@ -173,8 +210,8 @@ def output_of(result: subprocess.CompletedProcess) -> str:
     return _ANSI.sub("", result.stdout)
 
 
-def build_ok(root: Path, *args: str, build_dir: Path | None = None) -> str:
-    result = run_make(root, "build", *args, build_dir=build_dir)
+def build_ok(root: Path, *args: str, build_dir: Path | None = None, **extra_env: str) -> str:
+    result = run_make(root, "build", *args, build_dir=build_dir, **extra_env)
     assert result.returncode == 0, f"make.py build {' '.join(args)} failed:\n{output_of(result)[-6000:]}"
     return output_of(result)
 
@@ -199,34 +236,162 @@ def html(path: Path) -> BeautifulSoup:
 # --------------------------------------------------------------------------- 1. the cache
 
 
+def _counts(a: int, b: int, c: int) -> dict[str, int]:
+    return dict(zip(CHAPTERS, (a, b, c)))
+
+
 def test_cache_reexecutes_exactly_what_changed(tmp_path):
     root = make_book(tmp_path)
+    package = root / "code" / "fixturepkg"
 
-    build_ok(root)
-    assert executions(root) == {"01-alpha": 1, "02-beta": 1}, "the first build executes every chapter once"
+    out = build_ok(root)
+    assert executions(root) == _counts(1, 1, 1), "the first build executes every chapter once"
+    for name in CHAPTERS:  # progress: what executes, then how long it took
+        assert f"[rl2llm] executing book/lectures/{name}" in out, out[-3000:]
+        assert re.search(rf"\[rl2llm\] executed book/lectures/{name} in [0-9.]+ s", out), out[-3000:]
 
-    build_ok(root)
-    assert executions(root) == {"01-alpha": 1, "02-beta": 1}, "a rebuild with no change executes nothing"
+    out = build_ok(root)
+    assert executions(root) == _counts(1, 1, 1), "a rebuild with no change executes nothing"
+    assert "[rl2llm] executing" not in out
 
-    edit(chapter_path(root, "01-alpha"), "value = 1", "value = 2")
+    edit(chapter_path(root, "01-alpha"), "value = 1", "value = 1  # edited")
     build_ok(root)
-    assert executions(root) == {"01-alpha": 2, "02-beta": 1}, "editing chapter A's code re-executes A alone"
+    assert executions(root) == _counts(2, 1, 1), "editing chapter A's code re-executes A alone"
 
     edit(chapter_path(root, "02-beta"), "Prose that both editions read", "Prose, edited, that both editions read")
     out = build_ok(root)
     assert "02-beta" in out, "the prose edit should at least make Sphinx re-read chapter B"
-    assert executions(root) == {"01-alpha": 2, "02-beta": 1}, "editing only prose in chapter B re-executes nothing"
+    assert executions(root) == _counts(2, 1, 1), "editing only prose in chapter B re-executes nothing"
 
-    (root / "code" / "fixturepkg" / "__init__.py").write_text("ANSWER = 43\n")
-    build_ok(root)
-    assert executions(root) == {"01-alpha": 3, "02-beta": 2}, "changing a file in code/ re-executes every chapter"
+    (package / "alpha.py").write_text(PACKAGE["alpha.py"] + "# edited\n")
+    out = build_ok(root)
+    assert executions(root) == _counts(3, 1, 1), "changing a module only A imports re-executes A alone"
+    assert "(changed: fixturepkg/alpha.py)" in out, "the log should say which input changed"
 
+    (package / "base.py").write_text("BASE = 1  # edited\n")
     build_ok(root)
-    assert executions(root) == {"01-alpha": 3, "02-beta": 2}, "and the new outputs are cached"
+    assert executions(root) == _counts(4, 2, 1), \
+        "changing a module A and B import through other modules re-executes A and B, not C"
+
+    (package / "unused.py").write_text("UNUSED = 1\n")
+    build_ok(root)
+    assert executions(root) == _counts(4, 2, 1), "changing a module no chapter imports executes nothing"
+
+    (package / "__init__.py").write_text("ANSWER = 43\n")
+    build_ok(root)
+    assert executions(root) == _counts(5, 3, 1), "importing fixturepkg.x runs fixturepkg/__init__.py: A and B"
 
     (root / "requirements.txt").write_text("numpy==2.4.6\nscipy==1.17.1\n")
     build_ok(root)
-    assert executions(root) == {"01-alpha": 4, "02-beta": 3}, "changing requirements.txt re-executes every chapter"
+    assert executions(root) == _counts(6, 4, 2), "changing requirements.txt re-executes every chapter"
+
+    build_ok(root, RL2LLM_SCALE="large")
+    assert executions(root) == _counts(7, 5, 3), "changing the scale switch re-executes every chapter"
+    build_ok(root)
+    assert executions(root) == _counts(7, 5, 3), "switching back finds the small-scale outputs still cached"
+
+    out = build_ok(root, "--rerun", "02")
+    assert executions(root) == _counts(7, 6, 3), "make.py build --rerun 02 re-executes chapter 02 alone"
+    assert "re-execution asked for" in out
+
+    result = run_make(root, "build", "--rerun", "09")
+    assert result.returncode != 0 and "no such chapter" in output_of(result), output_of(result)[-2000:]
+
+
+def test_progress_reaches_the_build_log_not_the_page(built_book):
+    root, out = built_book
+    lines = [line for line in out.splitlines() if "PROGRESS_MARKER" in line]
+    assert any("book/lectures/03-gamma: PROGRESS_MARKER: 1/3" in line for line in lines), out[-3000:]
+    assert any("PROGRESS_MARKER: done, 3/3" in line for line in lines), out[-3000:]
+    for edition in ("", "manager/"):
+        page = html(root / "_build" / "html" / edition / "book" / "lectures" / "03-gamma.html")
+        outputs = " ".join(node.get_text() for node in page.select(".cell_output"))
+        assert "SHARED_OUTPUT_GAMMA" in outputs
+        assert "PROGRESS_MARKER" not in outputs, "progress leaked into the page"
+
+
+def test_every_chapter_says_what_ran_it(built_book):
+    import json
+
+    root, _ = built_book
+    site = root / "_build" / "html"
+    report = json.loads((site / "execution.json").read_text())
+    for name in CHAPTERS:
+        record = report["notebooks"][f"book/lectures/{name}"]["provenance"]
+        assert record["cores"] >= 1 and record["seconds"] > 0
+        assert record["libraries"] == {}  # the fixture chapters import none of the reported libraries
+        for edition in ("", "manager/"):
+            line = html(site / edition / "book" / "lectures" / f"{name}.html").select_one("p.provenance")
+            assert line is not None, f"{edition or 'scientist/'}{name}: no provenance line"
+            text = line.get_text(" ", strip=True)
+            assert re.search(r"Executed on \d{4}-\d\d-\d\d \d\d:\d\d UTC in [0-9.]+ s on \d+ CPU cores?", text), text
+            assert record["package_fingerprint"] in text, text
+    modules = {name: report["notebooks"][f"book/lectures/{name}"]["provenance"]["modules"] for name in CHAPTERS}
+    assert modules["01-alpha"] == ["fixturepkg", "fixturepkg.alpha", "fixturepkg.base"]
+    assert modules["02-beta"] == ["fixturepkg", "fixturepkg.base", "fixturepkg.beta"]
+    assert modules["03-gamma"] == []
+
+
+def test_status_page_lists_chapters_budgets_and_claims(built_book):
+    root, _ = built_book
+    for edition in ("", "manager/"):
+        page = html(root / "_build" / "html" / edition / "book" / "status.html")
+        table = page.select_one("table.execution-status")
+        assert table is not None, f"{edition}: no execution-status table"
+        rows = table.select("tbody tr")
+        assert len(rows) == len(CHAPTERS)
+        for row in rows:
+            cells = [cell.get_text(strip=True) for cell in row.select("td")]
+            assert cells[-1] == "1", f"claims checked: {cells}"
+            assert re.fullmatch(r"[0-9.]+", cells[2]), f"seconds: {cells}"
+        text = page.get_text(" ", strip=True)
+        assert "3 chapters; 3 claims checked by the build" in text, text[:2000]
+        assert "Every chapter is within its 120 s budget" in text
+
+
+def test_budget_command_reports_the_last_build(built_book):
+    root, _ = built_book
+    result = run_make(root, "budget")
+    out = output_of(result)
+    assert result.returncode == 0, out
+    for name in CHAPTERS:
+        assert re.search(rf"book/lectures/{name}\s+[0-9.]+s\s+120s\s+1\s+ok", out), out
+    assert re.search(r"cold build of both editions: about [0-9.]+ min of the 25 min budget", out), out
+
+
+def test_check_cells_are_hidden_in_both_editions(built_book):
+    root, _ = built_book
+    for edition in ("", "manager/"):
+        for name in CHAPTERS:
+            text = (root / "_build" / "html" / edition / "book" / "lectures" / f"{name}.html").read_text()
+            tag = name.split("-")[1].upper()
+            assert "SHARED_OUTPUT_" + tag in text
+            assert f"CLAIM_{tag}" not in text and f"CHECK_OUTPUT_{tag}" not in text, \
+                f"{edition or 'scientist/'}{name}: a check cell is visible"
+
+
+def test_a_false_claim_fails_the_build_naming_chapter_and_claim(tmp_path):
+    root = make_book(tmp_path)
+    edit(chapter_path(root, "02-beta"), 'assert value == 1, "CLAIM_BETA: the value is one"',
+         'assert value == 2, "CLAIM_BETA: the value is two"')
+    result = run_make(root, "build")
+    out = output_of(result)
+    assert result.returncode != 0, "a false claim built"
+    assert "02-beta.md" in out and "CLAIM_BETA: the value is two" in out, out[-4000:]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('assert value == 1, "CLAIM_BETA: the value is one"', "asserts nothing"),
+    ('assert value == 1', "has no message"),
+])
+def test_check_cells_must_assert_a_stated_claim(tmp_path, bad, message):
+    root = make_book(tmp_path)
+    replacement = "print(value)" if message == "asserts nothing" else bad
+    edit(chapter_path(root, "02-beta"), 'assert value == 1, "CLAIM_BETA: the value is one"', replacement)
+    result = run_make(root, "build")
+    out = output_of(result)
+    assert result.returncode != 0, out[-2000:]
+    assert f"{chapter_path(root, '02-beta')}:" in out and message in out, out[-3000:]
 
 
 # --------------------------------------------------------------------------- 2. one execution, two editions
@@ -234,10 +399,11 @@ def test_cache_reexecutes_exactly_what_changed(tmp_path):
 
 def test_building_the_second_edition_executes_nothing(built_book):
     root, out = built_book
-    assert executions(root) == {"01-alpha": 1, "02-beta": 1}, \
+    assert executions(root) == _counts(1, 1, 1), \
         "make.py build (scientist then manager) must execute each chapter exactly once"
     manager_log = out.split("[make] building the manager edition", 1)[1]
     assert "Executing notebook" not in manager_log, manager_log[-3000:]
+    assert "[rl2llm] executing" not in manager_log, manager_log[-3000:]
 
     import json
     scientist = json.loads((root / "_build" / "html" / "execution.json").read_text())

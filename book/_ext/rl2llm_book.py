@@ -48,6 +48,7 @@ KNOWN_TAGS = set(EDITIONS) | {
     "remove-cell", "remove-input", "remove-output", "remove-stderr", "remove-stdout",
     "hide-cell", "hide-input", "hide-output", "raises-exception", "skip-execution",
     "full-width", "margin", "output_scroll", "scroll-output", "scroll-input",
+    "check",  # a cell that asserts a claim the prose makes; hidden in both editions
 }
 #: Reading speeds behind the reading time shown on each chapter.
 WORDS_PER_MINUTE = 230
@@ -65,7 +66,11 @@ class BookSourceError(SphinxError):
 
 
 def fingerprint(root: Path, paths: list[str], extra: str = "") -> str:
-    """Hash of every file under ``paths`` (relative to ``root``), contents and names, and ``extra``."""
+    """Hash of every file under ``paths`` (relative to ``root``), contents and names, and ``extra``.
+
+    Shown on the status page as the fingerprint of the whole package and the pins;
+    re-execution is decided per chapter by :func:`_analyse`, not by this.
+    """
     digest = hashlib.sha256(extra.encode())
     for entry in paths:
         path = root / entry
@@ -80,33 +85,281 @@ def fingerprint(root: Path, paths: list[str], extra: str = "") -> str:
     return digest.hexdigest()[:16]
 
 
+_OLD_CACHE_DIR = re.compile(r"^[0-9a-f]{16}$")
+
+
 def _on_config_inited(app: Sphinx, config) -> None:
     edition = config.rl2llm_edition
     if edition not in EDITIONS:
         raise BookSourceError(f"rl2llm_edition must be one of {EDITIONS}, got {edition!r}")
     root = Path(app.srcdir)
-    # The scale switch changes what chapters compute, so it is part of the key too.
-    scale = os.environ.get("RL2LLM_SCALE", "small")
-    config.rl2llm_fingerprint = fingerprint(root, list(config.rl2llm_fingerprint_paths), extra=scale)
-    base = Path(config.nb_execution_cache_path or root / "_build" / ".jupyter_cache")
-    if not base.is_absolute():
-        base = root / base
-    cache = base / config.rl2llm_fingerprint
+    config.rl2llm_fingerprint = fingerprint(root, list(config.rl2llm_fingerprint_paths), extra=_scale())
+    cache = Path(config.nb_execution_cache_path or root / "_build" / ".jupyter_cache")
+    if not cache.is_absolute():
+        cache = root / cache
     cache.mkdir(parents=True, exist_ok=True)
-    os.utime(cache)  # mark as most recently used
-    # Keep the three most recently used caches (switching branches back and forth
-    # should not re-execute everything); older ones were computed by old code.
-    stale = sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)[3:]
-    for old in stale:
-        shutil.rmtree(old, ignore_errors=True)
+    # Before per-chapter keys, the cache lived in one folder per fingerprint of the whole package.
+    for old in cache.iterdir():
+        if old.is_dir() and _OLD_CACHE_DIR.match(old.name):
+            shutil.rmtree(old, ignore_errors=True)
     config.nb_execution_cache_path = str(cache)
+    # Shared artifacts (trained models, corpora) are cached next to the execution cache,
+    # keyed by rl2llm.provenance.artifact_key; `make.py clean` removes both.
+    os.environ.setdefault("RL2LLM_ARTIFACTS", str(cache.parent / "artifacts"))
     # Hidden directories are never sources. Sphinx would read them (sphinx-external-toc's
     # only_build_toc_files skips them, so it does not exclude their files): pytest's
     # .pytest_cache/README.md alone fails a -W build with "document isn't included in any toctree".
     config.exclude_patterns = [*config.exclude_patterns, ".*", "**/.*"]
     if edition == "manager":
         config.nb_remove_code_source = True
+        # No code is reachable from the manager edition: no source download, no
+        # notebook download, no launch button, no link to the repository or the
+        # source of a page.
+        options = dict(config.html_theme_options or {})
+        options.update(use_download_button=False, use_repository_button=False, use_edit_page_button=False,
+                       use_issues_button=False, use_source_button=False, launch_buttons={})
+        config.html_theme_options = options
+        config.html_show_sourcelink = False
+        config.html_copy_source = False
+    app.rl2llm_rerun = {name.strip().removesuffix(".md") for name in config.rl2llm_rerun if name.strip()}
     logger.info(f"[rl2llm] {edition} edition; execution cache {cache}")
+
+
+def _scale() -> str:
+    # The scale switch changes what chapters compute, so it is part of every key.
+    return os.environ.get("RL2LLM_SCALE", "small")
+
+
+# --------------------------------------------------------------------------- per-chapter inputs
+
+
+def _read_notebook(app: Sphinx, path: Path, content: str):
+    """The notebook MyST-NB would make of ``content``, or None for a page that is not a notebook."""
+    from myst_nb.core.read import create_nb_reader
+
+    env = app.env
+    reader = create_nb_reader(str(path), env.myst_config, env.mystnb_config, content)
+    if reader is None:
+        return None
+    notebook = reader.read(content)
+    if not any(cell.cell_type == "code" for cell in notebook.cells):
+        return None
+    return notebook
+
+
+def _with_key(content: str, key: str) -> str:
+    """``content`` with the inputs key in its front matter's kernelspec, same number of lines.
+
+    jupyter-cache matches a notebook by its code cells and its kernelspec, so a key
+    there makes a chapter's cache entry depend on everything the key hashes.
+    """
+    import yaml
+
+    lines = content.split("\n")
+    if not lines or lines[0].strip() != "---" or "---" not in [line.strip() for line in lines[1:]]:
+        raise BookSourceError("a notebook chapter must start with a front matter block (---) holding its kernelspec")
+    close = 1 + [line.strip() for line in lines[1:]].index("---")
+    data = yaml.safe_load("\n".join(lines[1:close])) or {}
+    data.setdefault("kernelspec", {})["rl2llm_inputs"] = key
+    front = [json.dumps(data, sort_keys=True)] + [""] * (close - 2)  # JSON is YAML; keep line numbers
+    return "\n".join(["---", *front, *lines[close:]])
+
+
+def _check_claim_cells(path: Path, content: str, notebook) -> int:
+    """Count the claims of the cells tagged ``check``; each must assert, and each assert must say its claim."""
+    import ast
+
+    claims = 0
+    for number, cell in enumerate(notebook.cells, start=1):
+        if cell.cell_type != "code" or "check" not in cell.metadata.get("tags", []):
+            continue
+        source = cell.source
+        first = next((line for line in source.splitlines() if line.strip()), "")
+        line = next((i for i, text in enumerate(content.splitlines(), start=1) if first and text == first), "?")
+        where = f"{path}:{line}"
+        try:
+            tree = ast.parse("\n".join("" if s.lstrip().startswith(("%", "!")) else s for s in source.splitlines()))
+        except SyntaxError as error:
+            raise BookSourceError(f"{where}: the check cell (code cell {number}) is not valid Python: {error}") from None
+        asserts = [node for node in ast.walk(tree) if isinstance(node, ast.Assert)]
+        if not asserts:
+            raise BookSourceError(f"{where}: a cell tagged 'check' must assert the claim it backs "
+                                  "(assert <condition>, \"<the claim, in words>\"), and this one asserts nothing")
+        for node in asserts:
+            if node.msg is None:
+                raise BookSourceError(f"{where}: an assert in a check cell has no message; write the claim it "
+                                      "checks as the message: assert <condition>, \"<the claim, in words>\"")
+        claims += len(asserts)
+    return claims
+
+
+def _analyse(app: Sphinx, docname: str, content: str | None = None) -> dict | None:
+    """What a chapter depends on, its cache key, its claims; None for a page without code cells."""
+    from jupyter_cache import get_cache
+    from rl2llm.provenance import notebook_inputs
+
+    path = Path(app.env.doc2path(docname))
+    if content is None:
+        content = path.read_text(encoding="utf8")
+    memo = app.rl2llm_analysis.get(docname)
+    digest = hashlib.sha256(content.encode()).hexdigest()
+    if memo and memo[0] == digest:
+        return memo[1]
+    notebook = _read_notebook(app, path, content)
+    if notebook is None:
+        result = None
+    else:
+        root = Path(app.srcdir)
+        inputs = notebook_inputs(
+            [cell.source for cell in notebook.cells if cell.cell_type == "code"],
+            root / app.config.rl2llm_package_dir,
+            pin_files=[root / pin for pin in app.config.rl2llm_pin_files],
+            extra=_scale(),
+        )
+        keyed = _with_key(content, inputs.key)
+        cache = get_cache(app.env.mystnb_config.execution_cache_path)
+        _, hashkey = cache.create_hashed_notebook(_read_notebook(app, path, keyed))
+        result = {
+            "key": inputs.key, "hashkey": hashkey, "content": keyed, "inputs": inputs,
+            "claims": _check_claim_cells(path, content, notebook),
+        }
+    app.rl2llm_analysis[docname] = (digest, result)
+    return result
+
+
+def _cached_record(app: Sphinx, hashkey: str):
+    from jupyter_cache import get_cache
+    from jupyter_cache.cache.db import NbCacheRecord
+
+    cache = get_cache(app.env.mystnb_config.execution_cache_path)
+    try:
+        return cache, NbCacheRecord.record_from_hashkey(hashkey, cache.db)
+    except KeyError:
+        return cache, None
+
+
+# The record of each execution (when, how long, on what), by jupyter-cache hash key.
+_PROVENANCE_FILE = "rl2llm-provenance.json"
+
+
+def _provenance_store(app: Sphinx) -> dict:
+    path = Path(app.env.mystnb_config.execution_cache_path) / _PROVENANCE_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return {}
+
+
+def _save_provenance(app: Sphinx, hashkey: str, record: dict) -> None:
+    path = Path(app.env.mystnb_config.execution_cache_path) / _PROVENANCE_FILE
+    store = _provenance_store(app)
+    store[hashkey] = record
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(store, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def _accelerator(libraries) -> str:
+    if "torch" in libraries:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return torch.cuda.get_device_name(0)
+        except Exception:  # noqa: BLE001 - a broken CUDA setup still ran on the CPU
+            pass
+    return "none"
+
+
+def _why(app: Sphinx, docname: str, analysis: dict) -> str:
+    """Which input changed since this chapter last executed (for the build log)."""
+    previous = app.rl2llm_last_inputs.get(docname)
+    if docname in app.rl2llm_rerun:
+        return "re-execution asked for"
+    if not previous:
+        return "no cached outputs"
+    files = analysis["inputs"].files
+    changed = sorted(name for name in set(files) | set(previous) if files.get(name) != previous.get(name))
+    return ("changed: " + ", ".join(changed)) if changed else "no cached outputs for these inputs"
+
+
+def _on_env_get_outdated(app: Sphinx, env, added, changed, removed) -> list[str]:
+    """Chapters whose inputs (package modules, pins, scale) changed must be re-read, and so re-executed."""
+    app.rl2llm_last_inputs = _load_last_inputs(app)
+    extra = []
+    for docname in sorted(env.found_docs - set(added) - set(changed)):
+        data = env.rl2llm_chapters.get(docname)
+        if docname in env.rl2llm_status_docs:
+            extra.append(docname)  # the status page lists every chapter: always fresh
+            continue
+        if data is None:
+            continue
+        analysis = _analyse(app, docname)
+        if analysis is None or analysis["key"] != data.get("key") or docname in app.rl2llm_rerun:
+            extra.append(docname)
+            continue
+        if app.config.rl2llm_edition == "scientist" and _cached_record(app, analysis["hashkey"])[1] is None:
+            extra.append(docname)  # its outputs were evicted from the cache
+    return extra
+
+
+def _load_last_inputs(app: Sphinx) -> dict:
+    path = Path(app.env.mystnb_config.execution_cache_path) / "rl2llm-last-inputs.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        return {}
+
+
+def _save_last_inputs(app: Sphinx, docname: str, files: dict) -> None:
+    app.rl2llm_last_inputs[docname] = files
+    path = Path(app.env.mystnb_config.execution_cache_path) / "rl2llm-last-inputs.json"
+    path.write_text(json.dumps(app.rl2llm_last_inputs, indent=1, sort_keys=True))
+
+
+class _ProgressTail:
+    """Copy the lines a chapter's kernel writes to its progress file into the build log, as they come."""
+
+    def __init__(self, docname: str, path: Path):
+        import threading
+
+        self.docname, self.path = docname, path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        position = 0
+        while True:
+            stopping = self._stop.wait(0.5)
+            try:
+                with self.path.open(encoding="utf8") as handle:
+                    handle.seek(position)
+                    chunk = handle.read()
+            except OSError:
+                chunk = ""
+            complete, _, _ = chunk.rpartition("\n")
+            if complete:
+                position += len(complete.encode()) + 1
+                for line in complete.splitlines():
+                    _say(f"[rl2llm]   {self.docname}: {line}")
+            if stopping:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _say(message: str) -> None:
+    """A line in the build log, shown whatever Sphinx's verbosity (make.py runs it quietly)."""
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- editions
@@ -166,6 +419,22 @@ def _on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
                 f"{path}:{number}: a code cell inside the {{edition}} block opened at line {open_block[1]}; "
                 "close the block before the cell and tag the cell instead (:tags: [scientist] or [manager])"
             )
+    analysis = _analyse(app, docname, source[0])
+    if analysis is None:
+        return
+    source[0] = analysis["content"]  # the key in the kernelspec: the cache entry depends on every input
+    if app.config.rl2llm_edition != "scientist":
+        return
+    cache, record = _cached_record(app, analysis["hashkey"])
+    if record is not None and (docname in app.rl2llm_rerun or analysis["hashkey"] not in _provenance_store(app)):
+        # asked for, or outputs without a record of what ran them: when in doubt, re-execute
+        cache.remove_cache(record.pk)
+        record = None
+    if record is None:
+        _say(f"[rl2llm] executing {docname} ({_why(app, docname, analysis)})")
+        progress = Path(app.outdir).parent / "progress" / f"{docname.replace('/', '__')}.log"
+        os.environ["RL2LLM_PROGRESS_FILE"] = str(progress)
+        app.rl2llm_executing[docname] = _ProgressTail(docname, progress)
 
 
 def _cell_tags(node: nodes.Element) -> list[str]:
@@ -191,8 +460,50 @@ def _on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
                 )
         if set(EDITIONS) <= set(tags):
             raise BookSourceError(f"{path}:{cell.line or '?'}: a cell tagged both scientist and manager; leave it untagged")
-        if other in tags:
+        if other in tags or "check" in tags:
             cell.parent.remove(cell)
+    _record_execution(app, app.env.docname)
+
+
+def _record_execution(app: Sphinx, docname: str) -> None:
+    """After MyST-NB executed a chapter or took it from the cache: remember what ran it, and say so."""
+    analysis = app.rl2llm_analysis.get(docname, (None, None))[1]
+    if analysis is None:
+        return
+    inputs = analysis["inputs"]
+    exec_data = (getattr(app.env, "nb_metadata", {}).get(docname) or {}).get("exec_data") or {}
+    tail = app.rl2llm_executing.pop(docname, None)
+    if tail is not None:
+        tail.stop()
+        os.environ.pop("RL2LLM_PROGRESS_FILE", None)
+        from datetime import datetime, timezone
+
+        from rl2llm.provenance import library_versions
+
+        seconds = float(exec_data.get("runtime") or 0.0)
+        _save_provenance(app, analysis["hashkey"], {
+            "executed": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "seconds": round(seconds, 2),
+            "cores": os.cpu_count(),
+            "accelerator": _accelerator(inputs.libraries),
+            "libraries": library_versions(inputs.libraries),
+            "package_fingerprint": inputs.package_fingerprint,
+            "modules": list(inputs.modules),
+            "docname": docname,
+        })
+        _save_last_inputs(app, docname, inputs.files)
+        app.rl2llm_executed_now.add(docname)
+        over = seconds > app.config.rl2llm_budget_seconds
+        _say(f"[rl2llm] executed {docname} in {seconds:.1f} s"
+             + (f" -- OVER its budget of {app.config.rl2llm_budget_seconds} s" if over else ""))
+    else:
+        record = _provenance_store(app).get(analysis["hashkey"], {})
+        _say(f"[rl2llm] {docname}: outputs from the cache (executed {record.get('executed', '?')}, "
+             f"{record.get('seconds', '?')} s)")
+        if docname not in app.rl2llm_last_inputs:
+            _save_last_inputs(app, docname, inputs.files)
+    app.env.rl2llm_chapters[docname] = {"key": analysis["key"], "hashkey": analysis["hashkey"],
+                                        "claims": analysis["claims"]}
 
 
 def _inside_cell_output(node: nodes.Node) -> bool:
@@ -241,30 +552,29 @@ def _on_env_before_read_docs(app: Sphinx, env, docnames: list[str]) -> None:
     """Manager edition: every notebook must already have executed outputs in the cache."""
     if app.config.rl2llm_edition != "manager":
         return
-    from jupyter_cache import get_cache
-    from myst_nb.core.read import create_nb_reader
-
-    cache = get_cache(env.mystnb_config.execution_cache_path)
     missing = []
     for docname in sorted(docnames):
-        path = Path(env.doc2path(docname))
-        content = path.read_text(encoding="utf8")
-        reader = create_nb_reader(str(path), env.myst_config, env.mystnb_config, content)
-        if reader is None:  # a plain page, nothing to execute
-            continue
-        notebook = reader.read(content)
-        if not any(cell.cell_type == "code" for cell in notebook.cells):
-            continue
-        try:
-            cache.match_cache_notebook(notebook)
-        except KeyError:
-            missing.append(str(path.relative_to(app.srcdir)))
+        analysis = _analyse(app, docname)
+        if analysis is not None and _cached_record(app, analysis["hashkey"])[1] is None:
+            missing.append(str(Path(env.doc2path(docname)).relative_to(app.srcdir)))
     if missing:
         raise BookSourceError(
             "the manager edition renders the outputs the scientist edition executed, but these chapters have "
             f"no up-to-date outputs in {env.mystnb_config.execution_cache_path}: {', '.join(missing)}. "
             "Build the scientist edition first (python3 make.py build does both, in order)."
         )
+
+
+def _on_env_purge_doc(app: Sphinx, env, docname: str) -> None:
+    env.rl2llm_chapters.pop(docname, None)
+    env.rl2llm_status_docs.discard(docname)
+
+
+def _on_builder_inited(app: Sphinx) -> None:
+    for name, empty in (("rl2llm_chapters", dict), ("rl2llm_status_docs", set)):
+        if not hasattr(app.env, name):
+            setattr(app.env, name, empty())
+    app.rl2llm_last_inputs = _load_last_inputs(app)
 
 
 # --------------------------------------------------------------------------- page furniture
@@ -289,7 +599,119 @@ def _on_html_page_context(app: Sphinx, pagename: str, templatename: str, context
         parts.append(f'<a class="executed-notebook" href="{up}_executed/{pagename}.ipynb" download>'
                      "Executed notebook (.ipynb)</a>")
     strip = f'<div class="edition-strip edition-strip-{edition}">' + " · ".join(parts) + "</div>\n"
+    line = _provenance_line(app, pagename)
+    if line:
+        strip += f'<p class="provenance">{line}</p>\n'
     context["body"] = strip + context["body"]
+
+
+def _provenance_record(app: Sphinx, docname: str) -> dict | None:
+    data = getattr(app.env, "rl2llm_chapters", {}).get(docname)
+    if not data:
+        return None
+    if not hasattr(app, "_rl2llm_store"):
+        app._rl2llm_store = _provenance_store(app)
+    return app._rl2llm_store.get(data["hashkey"])
+
+
+def _machine(record: dict) -> str:
+    cores = record.get("cores")
+    text = f"{cores} CPU core{'s' if cores != 1 else ''}" if cores else "an unknown machine"
+    accelerator = record.get("accelerator", "none")
+    return text + (f" and a {accelerator}" if accelerator and accelerator != "none" else ", no GPU")
+
+
+def _provenance_line(app: Sphinx, docname: str) -> str:
+    """"Executed on ... in ... s on ... with ...; package code ..." for a chapter, or ''."""
+    from html import escape
+
+    record = _provenance_record(app, docname)
+    if not record:
+        return ""
+    libraries = ", ".join(f"{name} {version}" for name, version in sorted(record.get("libraries", {}).items()))
+    modules = ", ".join(record.get("modules", []))
+    return escape(
+        f"Executed on {record['executed']} in {record['seconds']:.1f} s on {_machine(record)}"
+        + (f", with {libraries}" if libraries else "")
+        + f"; book package code {record.get('package_fingerprint', '?')}"
+    ) + (f' <span class="provenance-modules" title="{escape(modules)}">({len(record.get("modules", []))} modules)</span>'
+         if modules else "") + "."
+
+
+# --------------------------------------------------------------------------- status page
+
+
+class execution_status(nodes.General, nodes.Element):
+    """Placeholder for the per-chapter execution table, filled in when pages are written."""
+
+
+class ExecutionStatus(SphinxDirective):
+    """``{execution-status}``: each chapter's execution record, claims checked and budget."""
+
+    def run(self):
+        self.env.rl2llm_status_docs.add(self.env.docname)
+        return [execution_status()]
+
+
+def _status_rows(app: Sphinx) -> list[dict]:
+    rows = []
+    for docname, data in sorted(getattr(app.env, "rl2llm_chapters", {}).items()):
+        record = _provenance_record(app, docname) or {}
+        title = app.env.titles.get(docname)
+        rows.append({
+            "docname": docname,
+            "title": title.astext() if title is not None else docname,
+            "claims": data.get("claims", 0),
+            "seconds": record.get("seconds"),
+            "executed": record.get("executed", "?"),
+            "machine": _machine(record) if record else "?",
+            "libraries": record.get("libraries", {}),
+            "fingerprint": record.get("package_fingerprint", "?"),
+        })
+    return rows
+
+
+def _on_doctree_resolved_status(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    budget = app.config.rl2llm_budget_seconds
+    for placeholder in list(doctree.findall(execution_status)):
+        rows = _status_rows(app)
+        table = nodes.table(classes=["execution-status"])
+        headers = ("chapter", "executed on", "seconds", "machine", "libraries", "package code", "claims checked")
+        group = nodes.tgroup(cols=len(headers))
+        table += group
+        for _ in headers:
+            group += nodes.colspec(colwidth=1)
+        head = nodes.thead()
+        head += _row(headers)
+        group += head
+        body = nodes.tbody()
+        total = 0.0
+        for row in rows:
+            seconds = row["seconds"]
+            total += seconds or 0.0
+            time_text = "?" if seconds is None else f"{seconds:.1f}" + (f" (over {budget} s)" if seconds > budget else "")
+            libraries = ", ".join(f"{k} {v}" for k, v in sorted(row["libraries"].items())) or "-"
+            tr = _row((row["title"], row["executed"], time_text, row["machine"], libraries, row["fingerprint"],
+                       str(row["claims"])))
+            ref = nodes.reference("", row["title"], internal=True,
+                                  refuri=app.builder.get_relative_uri(docname, row["docname"]))
+            paragraph = tr[0][0]
+            paragraph.clear()
+            paragraph += ref
+            if seconds is not None and seconds > budget:
+                tr["classes"].append("over-budget")
+            body += tr
+        group += body
+        over = [row["title"] for row in rows if row["seconds"] is not None and row["seconds"] > budget]
+        summary = nodes.paragraph(text=(
+            f"{len(rows)} chapter{'s' if len(rows) != 1 else ''}; "
+            f"{sum(row['claims'] for row in rows)} claims checked by the build; "
+            f"executing every chapter from a cold cache takes {total / 60:.1f} min "
+            f"({total:.0f} s; the budget for a cold build of both editions is "
+            f"{app.config.rl2llm_cold_budget_minutes} min). "
+            + (f"Over the {budget} s budget per chapter: {', '.join(over)}." if over
+               else f"Every chapter is within its {budget} s budget.")))
+        placeholder.replace_self([summary, table])
 
 
 def _on_env_updated(app: Sphinx, env) -> None:
@@ -336,6 +758,10 @@ def _on_build_finished(app: Sphinx, exception) -> None:
         if not exec_data:
             continue
         report[docname] = {k: exec_data.get(k) for k in ("method", "runtime", "succeeded", "mtime")}
+        chapter = getattr(env, "rl2llm_chapters", {}).get(docname, {})
+        report[docname]["claims"] = chapter.get("claims", 0)
+        report[docname]["provenance"] = _provenance_record(app, docname)
+        report[docname]["executed_now"] = docname in app.rl2llm_executed_now
         source = executed / f"{docname}.ipynb"
         if app.config.rl2llm_edition == "scientist" and source.exists():
             target = outdir / "_executed" / f"{docname}.ipynb"
@@ -347,6 +773,8 @@ def _on_build_finished(app: Sphinx, exception) -> None:
         "cache": env.mystnb_config.execution_cache_path,
         "notebooks": report,
         "reading_time": app.rl2llm_reading,
+        "budget_seconds": app.config.rl2llm_budget_seconds,
+        "cold_budget_minutes": app.config.rl2llm_cold_budget_minutes,
     }
     (outdir / "execution.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
 
@@ -400,21 +828,38 @@ def _row(cells) -> nodes.row:
 
 def setup(app: Sphinx):
     app.add_config_value("rl2llm_edition", os.environ.get("RL2LLM_EDITION", "scientist"), "env")
-    app.add_config_value("rl2llm_fingerprint", "", "env")
-    app.add_config_value("rl2llm_fingerprint_paths", ["code", "requirements.txt"], "env")
+    app.add_config_value("rl2llm_fingerprint", "", "")
+    app.add_config_value("rl2llm_fingerprint_paths", ["code", "requirements.txt"], "")
+    app.add_config_value("rl2llm_package_dir", "code/rl2llm", "")
+    app.add_config_value("rl2llm_pin_files", ["requirements.txt"], "")
+    app.add_config_value("rl2llm_rerun", [n for n in os.environ.get("RL2LLM_RERUN", "").split(",") if n], "")
+    app.add_config_value("rl2llm_budget_seconds", 120, "")
+    app.add_config_value("rl2llm_cold_budget_minutes", 25, "")
     app.add_config_value("rl2llm_chapter_prefix", "book/lectures/", "html")
     app.rl2llm_reading = {}
     app.rl2llm_notebooks = set()
+    app.rl2llm_analysis = {}
+    app.rl2llm_executing = {}
+    app.rl2llm_executed_now = set()
+    app.rl2llm_last_inputs = {}
+    app.rl2llm_rerun = set()
+    app.add_node(execution_status)
     app.add_directive("edition", EditionDirective)
     app.add_directive("library-versions", LibraryVersions)
+    app.add_directive("execution-status", ExecutionStatus)
+    app.add_js_file("rl2llm.js")
     # after jupyter-book's and myst-nb's own config handlers
     app.connect("config-inited", _on_config_inited, priority=900)
+    app.connect("builder-inited", _on_builder_inited, priority=900)
+    app.connect("env-get-outdated", _on_env_get_outdated)
+    app.connect("env-purge-doc", _on_env_purge_doc)
     app.connect("source-read", _on_source_read)
     app.connect("env-before-read-docs", _on_env_before_read_docs, priority=900)
     app.connect("doctree-read", _on_doctree_read)
     app.connect("env-updated", _on_env_updated)
     app.connect("env-updated", _on_env_updated_dedupe_inline_scripts)
     app.connect("doctree-resolved", _on_doctree_resolved)
+    app.connect("doctree-resolved", _on_doctree_resolved_status)
     app.connect("html-page-context", _on_html_page_context)
     app.connect("build-finished", _on_build_finished)
-    return {"version": "1.0", "parallel_read_safe": False, "parallel_write_safe": True}
+    return {"version": "1.1", "parallel_read_safe": False, "parallel_write_safe": True}
