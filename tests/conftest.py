@@ -58,7 +58,17 @@ def built_site() -> Path:
 
 
 def pytest_terminal_summary(terminalreporter):
+    """After a cold build, print its figures: every CI log then carries each chapter's time and the total."""
     if _COLD_BUILD:
         terminalreporter.write_line(
             f"cold build of the book (both editions): {_COLD_BUILD['seconds']:.1f} s, "
             f"exit {_COLD_BUILD['returncode']}, in {_COLD_BUILD['build']}")
+        if _COLD_BUILD["returncode"] == 0:
+            sys.path.insert(0, str(REPO))
+            try:
+                from make import budget_report
+            finally:
+                sys.path.pop(0)
+            terminalreporter.section("execution budget (python3 make.py budget)")
+            for line in budget_report(Path(_COLD_BUILD["build"])).splitlines():
+                terminalreporter.write_line(line)

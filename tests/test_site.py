@@ -214,3 +214,88 @@ def test_manager_renders_the_scientist_execution(built_site, site):
         log = _ANSI.sub("", log_path.read_text(errors="replace"))
         manager_log = log.split("[make] building the manager edition", 1)[-1]
         assert "Executing notebook" not in manager_log, "the manager edition executed a notebook"
+
+
+# --------------------------------------------------------------------------- the manager edition, mechanically
+
+#: Symbols a manager is not asked to read (in prose, outputs, figure labels and legends of that edition).
+SYMBOLS = set("γεπΣ∑‖∞≤≥∈∀∃λθ∇αβδ")
+#: Phrases that point a reader at something the manager edition does not have.
+DANGLING = ("scientist edition", "as the theorem says", "the code above", "the code below", "see the code",
+            "in the code", "the proof", "the derivation")
+
+
+def _manager_body(page: Path) -> BeautifulSoup:
+    """A manager page's article, without the edition strip and the provenance line (which may name editions)."""
+    soup = _soup(page)
+    article = soup.select_one("article") or soup
+    for furniture in article.select(".edition-strip, p.provenance"):
+        furniture.decompose()
+    return article
+
+
+def test_manager_edition_reaches_no_code(site, manager_pages):
+    """No source download, no notebook, no launch button, no link to the repository or a page's source."""
+    assert not (site / "manager" / "_sources").exists(), "the manager edition ships the chapters' sources"
+    assert not list((site / "manager").rglob("*.ipynb")), "the manager edition ships notebooks"
+    problems = []
+    for page in manager_pages:
+        soup = _soup(page)
+        name = page.relative_to(site)
+        for element in soup.find_all(["a", "button"]):
+            href = element.get("href", "") or ""
+            label = " ".join([element.get_text(" ", strip=True), element.get("title", "") or "",
+                              element.get("data-bs-title", "") or "", element.get("aria-label", "") or ""]).lower()
+            if re.search(r"\.(ipynb|md|py)($|[?#])|_sources/|binder|colab|github\.com|/edit/", href):
+                problems.append(f"{name}: link to {href!r}")
+            if re.search(r"download|launch|binder|edit this page|source repository|open an issue", label):
+                problems.append(f"{name}: a control {label.strip()[:60]!r}")
+    assert not problems, "\n".join(sorted(set(problems)))
+
+
+def test_manager_chapters_point_at_nothing_they_lack(site, manager_pages):
+    """Every in-page or cross-page anchor exists in the manager edition; no prose points at the other edition."""
+    problems = []
+    for page in manager_pages:
+        name = page.relative_to(site)
+        body = _manager_body(page)
+        text = body.get_text(" ", strip=True).lower()
+        for phrase in DANGLING:
+            if phrase in text:
+                problems.append(f"{name}: says {phrase!r}")
+        for link in body.find_all("a", href=True):
+            parts = urlsplit(link["href"])
+            if parts.scheme or not parts.fragment:
+                continue
+            target = (page.parent / parts.path).resolve() if parts.path else page
+            if not target.exists() or not _soup(target).find(id=parts.fragment):
+                problems.append(f"{name}: link to {link['href']!r}, which the manager edition does not have")
+    assert not problems, "\n".join(problems)
+
+
+def test_manager_chapters_use_words_not_symbols(site):
+    """Manager chapters: no math markup, and no symbols in prose, printed outputs or figure cells' labels."""
+    problems = []
+    for page in sorted((site / "manager" / "book" / "lectures").glob("*.html")):
+        name = page.relative_to(site)
+        body = _manager_body(page)
+        if body.select(".math, span.math, div.math, mjx-container"):
+            problems.append(f"{name}: {len(body.select('.math, mjx-container'))} pieces of math")
+        found = sorted(set(body.get_text()) & SYMBOLS)
+        if found:
+            problems.append(f"{name}: symbols {''.join(found)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_status_page_counts_claims_and_times(site):
+    for base in (site, site / "manager"):
+        page = _soup(base / "book" / "status.html")
+        table = page.select_one("table.execution-status")
+        assert table is not None, f"{base}: no execution-status table"
+        rows = {row.select("td")[0].get_text(strip=True): [td.get_text(strip=True) for td in row.select("td")]
+                for row in table.select("tbody tr")}
+        assert any("Bellman" in title for title in rows), rows
+        for title, cells in rows.items():
+            assert int(cells[-1]) >= 1, f"{title}: no claims checked"
+        text = page.get_text(" ", strip=True)
+        assert re.search(r"\d+ claims checked by the build", text)

@@ -2,23 +2,39 @@
 
 What it does, in build order:
 
-* **Cache fingerprint** (``config-inited``). The execution cache lives in
-  ``_build/.jupyter_cache/<fingerprint>``, where the fingerprint hashes the
-  package in ``code/`` and ``requirements.txt``. Change either and every chapter
-  re-executes (the old outputs were computed by other code); edit one chapter
-  and jupyter-cache re-executes that chapter alone.
+* **Per-chapter inputs** (``env-get-outdated``, ``source-read``). For each
+  chapter the build reads which modules of ``rl2llm`` its code cells import,
+  directly or through other modules (:mod:`rl2llm.provenance`), and hashes them
+  with ``requirements.txt`` and the scale switch into a key that goes into the
+  notebook's kernelspec. jupyter-cache matches a notebook by its code and its
+  kernelspec, so a chapter re-executes exactly when its code or one of its
+  inputs changes; a chapter whose inputs changed is re-read even if its source
+  did not. ``make.py build --rerun NN`` forces one chapter.
+* **Progress and provenance.** The build log says which chapter executes and
+  why, copies the chapter's progress lines (:mod:`rl2llm.progress`) as they
+  come, and says how long it took. Each execution is recorded (date, seconds,
+  cores, accelerator, library versions, package fingerprint) in
+  ``rl2llm-provenance.json`` next to the cache; every chapter page shows it in
+  one line, and ``{execution-status}`` tabulates it with the budget and the
+  claims checked.
 * **Editions.** ``rl2llm_edition`` is ``scientist`` (default) or ``manager``
   (``RL2LLM_EDITION`` in the environment sets it too). Prose for one edition
   sits in an ``{edition}`` block; code cells are tagged ``scientist`` or
   ``manager``; untagged content is in both. The manager edition hides every
-  code input, and renders from the scientist edition's executed outputs: it
-  refuses to build a chapter that would need executing.
+  code input, offers no source or notebook download, launch button or
+  repository link, and renders from the scientist edition's executed outputs:
+  it refuses to build a chapter that would need executing.
+* **Checked claims.** A code cell tagged ``check`` asserts a sentence of the
+  prose about a computed result (``assert cond, "the claim"``); it runs with
+  the chapter, is hidden in both editions, and is counted per chapter. A check
+  cell with no assert, or an assert with no message, is a build error.
 * **Checks that fail the build** with the file and the marker named: an unknown
   edition, an unknown cell tag (typos such as ``scientst``), a code cell inside
   an ``{edition}`` block, code shown in the manager edition.
 * **Page furniture**: a strip at the top of every page with the edition being
-  read, a link to the same page in the other edition, the chapter's reading
-  time in this edition, and (scientist edition) the executed notebook.
+  read, a link to the same page (and section) in the other edition, the
+  chapter's reading time in this edition, and (scientist edition) the executed
+  notebook; under it, the chapter's provenance line.
 * ``{library-versions}``: the versions the build ran with (status page).
 """
 
