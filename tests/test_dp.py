@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from rl2llm.dp import (
+    ConvergenceWarning,
     bellman_expectation_backup,
     bellman_optimality_backup,
     evaluate_finite_horizon,
@@ -222,7 +223,9 @@ def test_long_discounted_horizon_approaches_the_infinite_horizon_value():
     V_star = policy_iteration(mdp).V
     np.testing.assert_allclose(V[0], V_star, atol=1e-12)
     # Backward induction with k steps left is k sweeps of value iteration from 0.
-    vi = value_iteration(mdp, tol=0.0, max_iter=5, record=True)
+    with pytest.warns(ConvergenceWarning, match="max_iter=5"):  # 5 sweeps are not enough to converge
+        vi = value_iteration(mdp, max_iter=5, record=True)
+    assert vi.iterations == 5 and not vi.converged
     np.testing.assert_allclose(V[200 - 5], vi.history[5], atol=1e-12)
 
 
@@ -364,8 +367,9 @@ def test_gamma_one_without_terminals_is_singular(endless):
 
 def test_gamma_one_without_terminals_diverges_under_iteration(endless):
     policy = np.zeros(endless.n_states, dtype=int)
-    result = evaluate_policy_iterative(endless, policy, tol=1e-10, max_iter=1000)
-    assert result.iterations == 1000  # never settled
+    with pytest.warns(ConvergenceWarning, match="max_iter=1000"):
+        result = evaluate_policy_iterative(endless, policy, tol=1e-10, max_iter=1000)
+    assert result.iterations == 1000 and not result.converged  # never settled
     np.testing.assert_allclose(result.V, -1000.0, atol=1e-9)  # 1000 sweeps of reward -1
     np.testing.assert_allclose(result.deltas, 1.0, atol=1e-9)  # each sweep adds another -1
 

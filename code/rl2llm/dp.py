@@ -3,22 +3,42 @@
 Used by Lecture 1 (MDPs and Bellman equations). Every function takes a
 :class:`rl2llm.mdp.FiniteMDP` and works on the whole state space at once:
 one Bellman backup is one matrix-vector product.
+
+Every public function checks its arguments first (``mdp`` a FiniteMDP, values
+finite of shape ``(S,)``, actions in ``0 .. A-1``, ``tol > 0``, ``max_iter >= 1``,
+...) and raises a ``TypeError`` or ``ValueError`` naming the argument. The
+iterative solvers report whether they converged (``DPResult.converged``) and
+emit a :class:`ConvergenceWarning` when they stop at ``max_iter`` instead.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from . import _validate as check
 from .mdp import FiniteMDP
 
 
+class ConvergenceWarning(RuntimeWarning):
+    """An iterative solver stopped at ``max_iter`` before meeting its stopping rule."""
+
+
 def q_from_v(mdp: FiniteMDP, V: np.ndarray) -> np.ndarray:
-    """Action values ``Q[s, a] = R[s, a] + gamma * E[V(s') | s, a]``; zero in terminal states."""
-    Q = mdp.expected_next(V)  # a fresh (S, A) array: scale and shift it in place
+    """Action values ``Q[s, a] = R[s, a] + gamma * E[V(s') | s, a]``; zero in terminal states.
+
+    ``V``: finite state values, shape ``(S,)``.
+    """
+    return _q_from_v(mdp, _checked_values(mdp, V))
+
+
+def _q_from_v(mdp: FiniteMDP, V: np.ndarray) -> np.ndarray:
+    """:func:`q_from_v` without the argument check, for the solvers' inner loops."""
+    Q = mdp._expected_next(V)  # a fresh (S, A) array: scale and shift it in place
     Q *= mdp.gamma
     Q += mdp.R
     Q[np.flatnonzero(mdp.terminal)] = 0.0  # row indices: several times faster than a 2-D boolean mask
@@ -26,13 +46,20 @@ def q_from_v(mdp: FiniteMDP, V: np.ndarray) -> np.ndarray:
 
 
 def greedy_policy(Q: np.ndarray) -> np.ndarray:
-    """The action with the highest value in each state (ties go to the lowest index)."""
+    """The action with the highest value in each state (ties go to the lowest index).
+
+    ``Q``: an ``(S, A)`` array with ``A >= 1``, no NaN (``-inf`` marks an action never to take).
+    """
+    Q = check.numeric_array("Q", Q)
+    if Q.ndim != 2 or Q.shape[1] == 0:
+        raise ValueError(f"Q must have shape (S, A) with A >= 1, got {Q.shape}")
+    check.no_nan("Q", Q)
     return np.argmax(Q, axis=1)
 
 
 def bellman_optimality_backup(mdp: FiniteMDP, V: np.ndarray) -> np.ndarray:
-    """The Bellman optimality operator: ``(T V)(s) = max_a Q(s, a)``."""
-    return _max_over_actions(q_from_v(mdp, V))
+    """The Bellman optimality operator: ``(T V)(s) = max_a Q(s, a)``. ``V``: finite, shape ``(S,)``."""
+    return _max_over_actions(_q_from_v(mdp, _checked_values(mdp, V)))
 
 
 def _max_over_actions(Q: np.ndarray) -> np.ndarray:
@@ -49,7 +76,11 @@ def _max_over_actions(Q: np.ndarray) -> np.ndarray:
 
 
 def bellman_expectation_backup(mdp: FiniteMDP, V: np.ndarray, policy: np.ndarray) -> np.ndarray:
-    """The Bellman expectation operator of a policy: ``(T_pi V)(s) = R_pi(s) + gamma * (P_pi V)(s)``."""
+    """The Bellman expectation operator of a policy: ``(T_pi V)(s) = R_pi(s) + gamma * (P_pi V)(s)``.
+
+    ``V``: finite, shape ``(S,)``; ``policy``: ``(S,)`` actions or ``(S, A)`` probabilities.
+    """
+    V = _checked_values(mdp, V)
     P_pi, R_pi = mdp.policy_matrices(policy)
     V_new = R_pi + mdp.gamma * (P_pi @ V)
     V_new[mdp.terminal] = 0.0
@@ -62,8 +93,12 @@ def evaluate_policy_exact(mdp: FiniteMDP, policy: np.ndarray) -> np.ndarray:
     Terminal states have value 0; we solve for the others only. The system has
     a unique solution when ``gamma < 1``, or when ``gamma = 1`` and the policy
     reaches a terminal state with probability 1. Otherwise ``I - gamma P_pi`` is
-    singular (the return is infinite or undefined) and we say so.
+    singular (the return is infinite or undefined) and we say so
+    (``np.linalg.LinAlgError``, a ``ValueError``).
+
+    ``policy``: ``(S,)`` actions or ``(S, A)`` probabilities.
     """
+    _check_mdp(mdp)
     P_pi, R_pi = mdp.policy_matrices(policy)
     live = ~mdp.terminal
     V = np.zeros(mdp.n_states)
@@ -116,6 +151,8 @@ class DPResult:
     V: np.ndarray
     policy: np.ndarray
     iterations: int
+    #: Whether the stopping rule was met before ``max_iter`` (else a ConvergenceWarning was emitted).
+    converged: bool = False
     #: Sup-norm change ``||V_{k+1} - V_k||`` at each sweep (value iteration,
     #: iterative evaluation) or number of changed actions (policy iteration).
     deltas: list[float] = field(default_factory=list)
@@ -131,11 +168,17 @@ def evaluate_policy_iterative(
     V0: np.ndarray | None = None,
     record: bool = False,
 ) -> DPResult:
-    """Apply the policy's Bellman operator until the values stop changing by more than ``tol``.
+    """Apply the policy's Bellman operator until one sweep changes no value by ``tol`` or more.
 
-    Stops early at ``max_iter`` sweeps; check ``result.iterations`` (with
-    gamma = 1 and a policy that never ends, the values never settle).
+    Stops at ``max_iter`` sweeps at the latest; then ``result.converged`` is
+    False and a :class:`ConvergenceWarning` says so (with gamma = 1 and a policy
+    that never ends, the values never settle).
+
+    Accepted: ``policy`` ``(S,)`` actions or ``(S, A)`` probabilities; ``tol`` a
+    finite number > 0; ``max_iter`` an integer >= 1; ``V0`` ``None`` or finite
+    values of shape ``(S,)``; ``record`` True or False.
     """
+    _check_iteration_args(mdp, tol, max_iter, V0, record)
     P_pi, R_pi = mdp.policy_matrices(policy)
     V = np.zeros(mdp.n_states) if V0 is None else np.array(V0, dtype=float)
     result = DPResult(V, np.asarray(policy), 0)
@@ -149,7 +192,8 @@ def evaluate_policy_iterative(
             result.history.append(V.copy())
         if delta < tol:
             break
-    result.V, result.iterations = V, k
+    result.V, result.iterations, result.converged = V, k, delta < tol
+    _warn_if_not_converged(result, "evaluate_policy_iterative", tol, mdp.gamma)
     return result
 
 
@@ -164,8 +208,14 @@ def value_iteration(
 
     Stopping rule and what it buys: if ``||V_{k+1} - V_k|| < tol`` then
     ``||V_{k+1} - V*|| < tol * gamma / (1 - gamma)``, which for gamma near 1 is
-    far larger than ``tol`` (Lecture 1, "the stopping rule").
+    far larger than ``tol`` (Lecture 1, "the stopping rule"). If ``max_iter``
+    sweeps come first, ``result.converged`` is False and a
+    :class:`ConvergenceWarning` says so.
+
+    Accepted: ``tol`` a finite number > 0; ``max_iter`` an integer >= 1; ``V0``
+    ``None`` or finite values of shape ``(S,)``; ``record`` True or False.
     """
+    _check_iteration_args(mdp, tol, max_iter, V0, record)
     V = np.zeros(mdp.n_states) if V0 is None else np.array(V0, dtype=float)
     result = DPResult(V, np.zeros(mdp.n_states, dtype=int), 0)
     if record:
@@ -180,8 +230,9 @@ def value_iteration(
             result.history.append(V.copy())
         if delta < tol:
             break
-    result.V, result.iterations = V, k
+    result.V, result.iterations, result.converged = V, k, delta < tol
     result.policy = greedy_policy(q_from_v(mdp, V))
+    _warn_if_not_converged(result, "value_iteration", tol, mdp.gamma)
     return result
 
 
@@ -196,8 +247,14 @@ def policy_iteration(
     A state switches action only if the new action is better by more than a
     hair (1e-12 relative), so equally good actions cannot make the loop cycle.
     ``result.history`` (when ``record``) holds the value of every policy visited:
-    each is at least as large as the one before, everywhere.
+    each is at least as large as the one before, everywhere. If ``max_iter``
+    rounds come first, ``result.converged`` is False and a
+    :class:`ConvergenceWarning` says so.
+
+    Accepted: ``policy0`` ``None`` or ``(S,)`` actions; ``max_iter`` an integer
+    >= 1; ``record`` True or False.
     """
+    _check_policy_iteration_args(mdp, policy0, max_iter, record)
     policy = np.zeros(mdp.n_states, dtype=int) if policy0 is None else np.array(policy0, dtype=int)
     result = DPResult(np.zeros(mdp.n_states), policy, 0)
     for k in range(1, max_iter + 1):
@@ -213,7 +270,8 @@ def policy_iteration(
         if not improve.any():
             break
         policy = new_policy
-    result.V, result.policy, result.iterations = V, policy, k
+    result.V, result.policy, result.iterations, result.converged = V, policy, k, not improve.any()
+    _warn_if_not_converged(result, "policy_iteration")
     return result
 
 
@@ -225,7 +283,11 @@ def finite_horizon(mdp: FiniteMDP, horizon: int, gamma: float | None = None) -> 
     ``policy`` of shape ``(horizon, S)``: the action to take at step ``t``. With
     a reward of 1 for reaching a goal and ``gamma = 1``, ``V[0, s]`` is the
     highest achievable probability of reaching the goal within the step limit.
+
+    Accepted: ``horizon`` an integer >= 1; ``gamma`` ``None`` (the MDP's) or a
+    number in ``[0, 1]``.
     """
+    horizon, gamma = _checked_horizon_args(mdp, horizon, gamma)
     g = mdp.gamma if gamma is None else gamma
     V = np.zeros((horizon + 1, mdp.n_states))
     policy = np.zeros((horizon, mdp.n_states), dtype=int)
@@ -240,10 +302,14 @@ def finite_horizon(mdp: FiniteMDP, horizon: int, gamma: float | None = None) -> 
 def evaluate_finite_horizon(mdp: FiniteMDP, policy: np.ndarray, horizon: int, gamma: float | None = None) -> np.ndarray:
     """Exact expected return of ``policy`` over ``horizon`` steps from every state.
 
-    ``policy`` is stationary ``(S,)`` or time-dependent ``(horizon, S)``.
+    ``policy`` is stationary ``(S,)`` or time-dependent ``(horizon, S)``, of
+    whole-number actions in ``0 .. A-1``. Accepted otherwise: as
+    :func:`finite_horizon`.
     """
+    horizon, gamma = _checked_horizon_args(mdp, horizon, gamma)
+    policy = check.as_plan("policy", policy, mdp.n_states, mdp.n_actions, horizon)
+
     g = mdp.gamma if gamma is None else gamma
-    policy = np.asarray(policy)
     V = np.zeros(mdp.n_states)
     rows = np.arange(mdp.n_states)
     for t in range(horizon - 1, -1, -1):
@@ -252,3 +318,54 @@ def evaluate_finite_horizon(mdp: FiniteMDP, policy: np.ndarray, horizon: int, ga
         Q[mdp.terminal] = 0.0
         V = Q[rows, actions]
     return V
+
+
+# --------------------------------------------------------------------------- argument checks and warnings
+
+
+def _check_mdp(mdp) -> None:
+    if not isinstance(mdp, FiniteMDP):
+        raise TypeError(f"mdp must be a FiniteMDP, got {check.describe(mdp)}")
+
+
+def _checked_values(mdp, V) -> np.ndarray:
+    _check_mdp(mdp)
+    return check.as_finite_array("V", V, (mdp.n_states,), "(S,)")
+
+
+def _check_iteration_args(mdp, tol, max_iter, V0, record) -> None:
+    _check_mdp(mdp)
+    check.as_real("tol", tol, 0.0, low_open=True)
+    check.as_int("max_iter", max_iter, 1)
+    if V0 is not None:
+        check.as_finite_array("V0", V0, (mdp.n_states,), "(S,)")
+    check.as_bool("record", record)
+
+
+def _check_policy_iteration_args(mdp, policy0, max_iter, record) -> None:
+    _check_mdp(mdp)
+    if policy0 is not None:
+        check.as_actions_per_state("policy0", policy0, mdp.n_states, mdp.n_actions)
+    check.as_int("max_iter", max_iter, 1)
+    check.as_bool("record", record)
+
+
+def _checked_horizon_args(mdp, horizon, gamma) -> tuple[int, float | None]:
+    _check_mdp(mdp)
+    horizon = check.as_int("horizon", horizon, 1)
+    return horizon, None if gamma is None else check.as_real("gamma", gamma, 0.0, 1.0)
+
+
+def _warn_if_not_converged(result: DPResult, solver: str, tol: float | None = None, gamma: float = 0.0) -> None:
+    """Say so (a ConvergenceWarning) when a solver stopped at max_iter; ``tol=None`` means policy iteration."""
+    if result.converged:
+        return
+    if tol is None:
+        why = f"{result.deltas[-1]:.0f} states still changed action in the last of {result.iterations} rounds"
+    else:
+        why = (f"the last of {result.iterations} sweeps changed a value by {result.deltas[-1]:.3g}, "
+               f"not below tol={tol:g}")
+        if gamma == 1.0:
+            why += " (with gamma = 1, values that never settle mean a policy that never reaches a terminal state)"
+    warnings.warn(f"{solver} stopped at max_iter={result.iterations} without converging: {why}",
+                  ConvergenceWarning, stacklevel=3)

@@ -12,13 +12,19 @@ import sys
 
 import numpy as np
 
+from . import _validate as check
+
 
 def seed_everything(seed: int = 0) -> np.random.Generator:
     """Seed Python, NumPy and (if it is imported) PyTorch; return a NumPy generator.
 
     PyTorch is seeded only when the caller has already imported it, so that a
     chapter without neural networks does not pay for importing it.
+
+    ``seed``: an integer in ``0 .. 2**32 - 1`` (NumPy's range; NumPy integers
+    are fine, bools and floats are not).
     """
+    seed = check.as_int("seed", seed, 0, 2**32 - 1)
     random.seed(seed)
     np.random.seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)  # for subprocesses the chapter may start
