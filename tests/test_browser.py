@@ -178,3 +178,42 @@ def test_manager_lecture1_shows_no_code(server, watched):
     # and the scientist edition does show the code, so the check above can fail
     page.goto(server + LECTURE1, wait_until="networkidle")
     assert page.locator(".cell_input").count() > 0
+
+
+@pytest.mark.parametrize("edition", sorted(EDITIONS))
+def test_edition_link_keeps_the_section_being_read(server, watched, edition):
+    """Scrolled to a section, the reader switching editions lands on that section, not at the top."""
+    page = watched.page
+    other = "manager" if edition == "scientist" else "scientist"
+    ids = "() => [...document.querySelectorAll('main section[id]')].map(s => s.id)"
+    page.goto(server + EDITIONS[other] + LECTURE1, wait_until="networkidle")
+    theirs = set(page.evaluate(ids))
+    page.goto(server + EDITIONS[edition] + LECTURE1, wait_until="networkidle")
+    if page.locator(".math").count():
+        _wait_for_math(page)  # typesetting moves the sections; read the page as a reader would, after it
+        page.wait_for_load_state("networkidle")
+    ours = page.evaluate(ids)
+    shared = [section for section in ours[2:] if section in theirs]
+    assert shared, f"no section of Lecture 1 is in both editions: {ours} / {sorted(theirs)}"
+    target = shared[len(shared) // 2]
+    # a little into the section, as a reader would be (instant: the theme scrolls smoothly)
+    page.evaluate(f"""() => {{
+        document.getElementById({target!r}).scrollIntoView({{behavior: "instant"}});
+        window.scrollBy({{top: 40, behavior: "instant"}});
+    }}""")
+    page.wait_for_timeout(300)
+    sticky = page.locator("a.edition-switch-sticky")
+    assert sticky.count() == 1 and sticky.is_visible(), "no edition switch in view while reading"
+    assert other in sticky.inner_text().lower()
+    box = sticky.bounding_box()  # a real mouse click where it is (Playwright's click() would scroll first)
+    with page.expect_navigation():
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_load_state("networkidle")
+    assert page.url.endswith(f"#{target}"), f"landed on {page.url}, not on section {target}"
+    assert page.url.split("#")[0] == server + EDITIONS[other] + LECTURE1
+    if page.locator(".math").count():
+        _wait_for_math(page)
+    page.wait_for_timeout(500)  # the page puts the section back at the top once math and images are in
+    top = page.evaluate(f"() => document.getElementById({target!r}).getBoundingClientRect().top")
+    assert -5 <= top <= 200, f"section {target} is at {top} px, not at the top of the window"
+    watched.assert_clean(f"{edition} -> {other}, section {target}")
