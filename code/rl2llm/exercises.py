@@ -1,0 +1,387 @@
+"""Exercises that check themselves: you write a function, a checker says precisely what is wrong.
+
+Used by Lecture 1 (MDPs and Bellman equations), whose exercises ask for
+
+* ``evaluate_policy(mdp, policy) -> V``, checked by :func:`check_policy_evaluation`;
+* ``value_iteration(mdp) -> (V, policy)``, checked by :func:`check_value_iteration`.
+
+Each checker runs your function on several small worlds (terminal states,
+a discount close to 1, a discount of 0 or of 1, several actions), compares
+the answer with the package's reference solution, and returns a
+:class:`CheckResult`. Shown in a notebook, it lists every case with what went
+wrong and, where a common mistake fits the numbers, a hint::
+
+    check_policy_evaluation: 5 of 6 cases pass
+      pass  two-state machine, gamma = 0.9
+      FAIL  FrozenLake 8x8, gamma = 0.999: V differs from the exact solution in 57 of 64 states;
+            the largest difference is in state 0 (row 0, column 0): yours 0.612, exact 0.613 ...
+
+Every world a checker hands your function has a dense transition array
+``mdp.P`` of shape ``(S, A, S)``, so ``mdp.P[s, a, s2]`` is the probability of
+moving from ``s`` to ``s2`` with action ``a``; ``mdp.R[s, a]`` is the expected
+reward, ``mdp.gamma`` the discount and ``mdp.terminal[s]`` says whether the
+episode ends in ``s`` (its value is then 0).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import traceback
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._validate import describe
+from .dp import evaluate_policy_exact, policy_iteration
+from .mdp import ACTION_NAMES, FiniteMDP, gridworld, random_mdp
+
+#: A reader's answer counts as right when it is within ``ATOL + RTOL * |exact|`` of the reference.
+ATOL = 1e-6
+RTOL = 1e-6
+
+
+class ExerciseFailed(AssertionError):
+    """Raised by :meth:`CheckResult.raise_if_failed`; its message is the whole report."""
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One case of a check: its name, whether it passed, and what went wrong."""
+
+    name: str
+    passed: bool
+    message: str = ""
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What a checker found: one :class:`CaseResult` per case. Prints as a report; true when all pass."""
+
+    exercise: str
+    cases: tuple[CaseResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(case.passed for case in self.cases)
+
+    @property
+    def failures(self) -> tuple[CaseResult, ...]:
+        return tuple(case for case in self.cases if not case.passed)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def report(self) -> str:
+        n_pass = sum(case.passed for case in self.cases)
+        verdict = "all cases pass" if self.passed else f"{n_pass} of {len(self.cases)} cases pass"
+        lines = [f"{self.exercise}: {verdict}"]
+        for case in self.cases:
+            if case.passed:
+                lines.append(f"  pass  {case.name}")
+                continue
+            lines.append(f"  FAIL  {case.name}: {case.message}")
+            if case.hint:
+                lines.append(f"        Hint: {case.hint}")
+        return "\n".join(lines)
+
+    __str__ = report
+
+    def __repr__(self) -> str:
+        return self.report()
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`ExerciseFailed` with the report unless every case passed."""
+        if not self.passed:
+            raise ExerciseFailed(self.report())
+
+
+@dataclass(frozen=True)
+class _Case:
+    name: str
+    mdp: FiniteMDP
+    policy: np.ndarray | None = None  # for policy evaluation
+
+
+# --------------------------------------------------------------------------- the worlds
+
+
+def _dense(mdp: FiniteMDP) -> FiniteMDP:
+    """The same world with ``P`` as a dense ``(S, A, S)`` array."""
+    if not sp.issparse(mdp.P):
+        return mdp
+    S, A = mdp.n_states, mdp.n_actions
+    return replace(mdp, P=mdp.P.toarray().reshape(S, A, S))
+
+
+def _machine() -> FiniteMDP:
+    """Lecture 1's two-state machine: working earns 1 and breaks w.p. 0.1; broken is repaired w.p. 0.5."""
+    P = np.array([[[0.9, 0.1]], [[0.5, 0.5]]])
+    return FiniteMDP(P, np.array([[1.0], [0.0]]), gamma=0.9, name="two-state machine")
+
+
+_GRID = ["...G", ".#.X", "S..."]
+
+
+def _grid(gamma: float) -> FiniteMDP:
+    return _dense(gridworld(_GRID, slip=0.2, gamma=gamma, step_reward=-0.04))
+
+
+def _lake(size: int, gamma: float) -> FiniteMDP:
+    """FrozenLake's map as a grid world with its ice (slip 2/3) and a reward of 1 for arriving."""
+    maps = {4: ["S...", ".X.X", "...X", "X..G"],
+            8: ["S.......", "........", "...X....", ".....X..", "...X....", ".XX...X.", ".X..X.X.", "...X...G"]}
+    return _dense(gridworld(maps[size], slip=2 / 3, gamma=gamma, pit_reward=0.0))
+
+
+def _all_terminal() -> FiniteMDP:
+    P = np.zeros((3, 2, 3))
+    P[np.arange(3), :, np.arange(3)] = 1.0
+    return FiniteMDP(P, np.zeros((3, 2)), gamma=0.9, terminal=np.ones(3, dtype=bool), name="all terminal")
+
+
+def _evaluation_cases() -> list[_Case]:
+    lake4 = _lake(4, 0.99)
+    ends = policy_iteration(lake4).policy  # optimal on the ice: every episode ends, so gamma = 1 is allowed
+    grid = _grid(0.9)
+    rng = np.random.default_rng(1)
+    dense = random_mdp(12, 3, gamma=0.5, seed=3)
+    greedy = random_mdp(6, 2, gamma=0.0, seed=4)
+    lake8 = _lake(8, 0.999)
+    return [
+        _Case("two-state machine, gamma = 0.9", _machine(), np.zeros(2, dtype=int)),
+        _Case("grid world with a wall, a goal and a pit, gamma = 0.9", grid, np.arange(grid.n_states) % 4),
+        _Case("FrozenLake 4x4, gamma = 1 (every episode ends)", lake4.with_gamma(1.0), ends),
+        _Case("FrozenLake 8x8, gamma = 0.999 (close to 1)", lake8, policy_iteration(lake8).policy),
+        _Case("random world, 12 states, 3 actions, gamma = 0.5", dense, rng.integers(0, 3, size=12)),
+        _Case("gamma = 0 (only the next reward counts)", greedy, np.array([0, 1, 1, 0, 1, 0])),
+    ]
+
+
+def _optimisation_cases() -> list[_Case]:
+    return [
+        _Case("grid world with a wall, a goal and a pit, gamma = 0.9", _grid(0.9)),
+        _Case("FrozenLake 4x4, gamma = 0.99 (holes end the episode)", _lake(4, 0.99)),
+        _Case("FrozenLake 4x4, gamma = 0.999 (close to 1)", _lake(4, 0.999)),
+        _Case("FrozenLake 8x8, gamma = 0.99", _lake(8, 0.99)),
+        _Case("random world, 12 states, 3 actions, gamma = 0.8", random_mdp(12, 3, gamma=0.8, seed=5)),
+        _Case("gamma = 0 (only the next reward counts)", random_mdp(6, 2, gamma=0.0, seed=6)),
+        _Case("every state terminal", _all_terminal()),
+    ]
+
+
+# --------------------------------------------------------------------------- running the reader's function
+
+
+def _check_callable(fn, checker: str, n_args: int, call: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"{checker}: fn must be your function (a callable such as {call}), got {describe(fn)}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have no signature: just call them
+        return
+    try:
+        signature.bind(*range(n_args))
+    except TypeError:
+        name = getattr(fn, "__name__", "fn")
+        raise TypeError(f"{checker}: fn must take {n_args} argument{'s' if n_args > 1 else ''}, {call}; "
+                        f"{name}{signature} does not") from None
+
+
+def _call(fn, args) -> tuple[object, str]:
+    """Run the reader's function on copies of ``args``; return (answer, "") or (None, what it raised and where)."""
+    try:
+        return fn(*copy.deepcopy(args)), ""
+    except Exception as err:  # the reader's bug, reported as a failed case
+        code = getattr(fn, "__code__", None)
+        frames = traceback.extract_tb(err.__traceback__)[1:]  # drop this function's own frame
+        mine = [f for f in frames if code is not None and f.filename == code.co_filename]
+        frame = (mine or frames or [None])[-1]
+        where = f" (in {frame.name}, line {frame.lineno}: {frame.line})" if frame is not None and frame.line else ""
+        return None, f"raised {type(err).__name__}: {err}{where}"
+
+
+def _as_vector(answer, name: str, S: int) -> tuple[np.ndarray | None, str]:
+    """The reader's ``answer`` as a float vector of length S, or a message saying why it is not one."""
+    if answer is None:
+        return None, f"returned None instead of {name}; did you forget the return statement?"
+    if isinstance(answer, (str, bytes, dict)) or not hasattr(answer, "__len__") and not hasattr(answer, "__array__"):
+        return None, f"returned {describe(answer)}; {name} must be an array of shape ({S},), one value per state"
+    try:
+        vector = np.asarray(answer, dtype=float)
+    except (TypeError, ValueError):
+        return None, f"returned {describe(answer)}; {name} must be an array of numbers of shape ({S},)"
+    if vector.shape != (S,):
+        hint = " (a column: flatten it with .ravel())" if vector.shape in ((S, 1), (1, S)) else ""
+        return None, f"returned {name} of shape {vector.shape}{hint}; expected ({S},), one value per state"
+    bad = ~np.isfinite(vector)
+    if bad.any():
+        s = int(np.argmax(bad))
+        return None, f"{name}[{s}] = {vector[s]}: every value must be a finite number"
+    return vector, ""
+
+
+def _state(mdp: FiniteMDP, s: int) -> str:
+    if mdp.cells is not None:
+        r, c = mdp.cells[s]
+        return f"state {s} (row {r}, column {c})"
+    return f"state {s}"
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a - b) <= ATOL + RTOL * np.abs(b)
+
+
+def _compare_values(mine: np.ndarray, exact: np.ndarray, mdp: FiniteMDP, what: str) -> str:
+    """Empty when ``mine`` matches ``exact``; otherwise where and by how much it differs."""
+    wrong = ~_close(mine, exact)
+    if not wrong.any():
+        return ""
+    gap = np.where(wrong, np.abs(mine - exact), -1.0)
+    s = int(np.argmax(gap))
+    where = (f"in {_state(mdp, s)}" if wrong.sum() == 1 else
+             f"in {wrong.sum()} of {mdp.n_states} states; the largest difference is in {_state(mdp, s)}")
+    return (f"V differs from {what} {where} by {abs(mine[s] - exact[s]):.3g} "
+            f"(yours {mine[s]:.6g}, exact {exact[s]:.6g})")
+
+
+def _value_hint(mine: np.ndarray, exact: np.ndarray, mdp: FiniteMDP, extra: list[tuple[np.ndarray, str]]) -> str:
+    """The common mistake that explains ``mine``, if one does."""
+    terminal_wrong = mdp.terminal & (np.abs(mine) > ATOL)
+    if terminal_wrong.any():
+        s = int(np.argmax(terminal_wrong))
+        return (f"{_state(mdp, s)} is terminal, so its value is 0 by definition (the episode is over); "
+                f"yours is {mine[s]:.4g}")
+    if mdp.gamma > 0 and np.any(np.abs(exact) > ATOL) and _close(mine, mdp.gamma * exact).all():
+        return ("your values are the exact ones multiplied by gamma: the reward of this step is not "
+                "discounted, only what follows it (V = R_pi + gamma P_pi V)")
+    for alternative, explanation in extra:
+        if _close(mine, alternative).all():
+            return explanation
+    relative = np.max(np.abs(mine - exact)) / max(1.0, np.max(np.abs(exact)))
+    if relative < (0.05 if mdp.gamma >= 0.99 else 1e-3):
+        bound = ("is not bounded by tol at all" if mdp.gamma == 1.0 else
+                 f"can be up to tol * gamma / (1 - gamma) = {mdp.gamma / (1 - mdp.gamma):.0f} * tol")
+        return (f"the errors are small and gamma = {mdp.gamma:g}: did you stop iterating too early? A sweep "
+                f"shrinks the error only by the factor gamma, and once a sweep changes no value by more than "
+                f"tol, the error left {bound}")
+    return ""
+
+
+def _transposed_value(mdp: FiniteMDP, policy: np.ndarray) -> np.ndarray | None:
+    """The value a reader gets by reading P as P[s', a, s] (solved directly), when it exists."""
+    S = mdp.n_states
+    P_pi = mdp.P[np.arange(S), policy, :].T  # the transposed chain
+    R_pi = mdp.R[np.arange(S), policy]
+    live = ~mdp.terminal
+    A = np.eye(int(live.sum())) - mdp.gamma * P_pi[np.ix_(live, live)]
+    if np.linalg.cond(A) > 1e12:
+        return None
+    V = np.zeros(S)
+    V[live] = np.linalg.solve(A, R_pi[live])
+    return V
+
+
+# --------------------------------------------------------------------------- the checkers
+
+
+def check_policy_evaluation(fn: Callable) -> CheckResult:
+    """Check ``fn(mdp, policy) -> V``: the value of a deterministic policy, shape ``(S,)``.
+
+    ``policy[s]`` is the action taken in state ``s``. The reference is
+    :func:`rl2llm.dp.evaluate_policy_exact`. The cases include a world with no
+    terminal state, terminal states with ``gamma = 1`` (the full linear system
+    is singular there: terminal states must be set to 0 and left out), a
+    discount of 0.999 (too close to 1 for a loose stopping rule) and a discount
+    of 0.
+    """
+    checker = "check_policy_evaluation"
+    _check_callable(fn, checker, 2, "evaluate_policy(mdp, policy)")
+    results = []
+    for case in _evaluation_cases():
+        mdp, policy = case.mdp, case.policy
+        exact = evaluate_policy_exact(mdp, policy)
+        answer, error = _call(fn, (mdp, policy))
+        if error:
+            hint = ""
+            if "LinAlg" in error or "ingular" in error:
+                hint = ("with gamma = 1 the full system (I - P_pi) V = R_pi is singular, because a terminal state "
+                        "loops on itself; set V = 0 in terminal states and solve for the others only")
+            results.append(CaseResult(case.name, False, error, hint))
+            continue
+        V, problem = _as_vector(answer, "V", mdp.n_states)
+        if problem:
+            results.append(CaseResult(case.name, False, problem))
+            continue
+        message = _compare_values(V, exact, mdp, "the exact solution")
+        if not message:
+            results.append(CaseResult(case.name, True))
+            continue
+        transposed = _transposed_value(mdp, policy)
+        extra = [] if transposed is None else [(transposed, "these are the values of the world with P read as "
+                                                "P[s2, a, s]; P[s, a, s2] is the probability of moving from s to s2")]
+        results.append(CaseResult(case.name, False, message, _value_hint(V, exact, mdp, extra)))
+    return CheckResult(checker, tuple(results))
+
+
+def check_value_iteration(fn: Callable) -> CheckResult:
+    """Check ``fn(mdp) -> (V, policy)``: optimal values, shape ``(S,)``, and an optimal policy, ``(S,)`` actions.
+
+    V must be within ``1e-6`` of the optimal values (so the stopping rule has
+    to account for the discount: see Lecture 1, gotcha 3), and following
+    ``policy`` must be worth the optimal value in every state (any optimal
+    action will do when several tie). The reference is
+    :func:`rl2llm.dp.policy_iteration`.
+    """
+    checker = "check_value_iteration"
+    _check_callable(fn, checker, 1, "value_iteration(mdp)")
+    results = []
+    for case in _optimisation_cases():
+        mdp = case.mdp
+        S, A = mdp.n_states, mdp.n_actions
+        best = policy_iteration(mdp).V
+        answer, error = _call(fn, (mdp,))
+        if error:
+            results.append(CaseResult(case.name, False, error))
+            continue
+        if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+            results.append(CaseResult(case.name, False, f"returned {describe(answer)}; expected a pair: return V, policy"))
+            continue
+        V, problem = _as_vector(answer[0], "V", S)
+        if problem:
+            results.append(CaseResult(case.name, False, problem))
+            continue
+        policy, problem = _as_vector(answer[1], "policy", S)
+        if problem:
+            results.append(CaseResult(case.name, False, problem))
+            continue
+        outside = (policy != np.round(policy)) | (policy < 0) | (policy >= A)
+        if outside.any():
+            s = int(np.argmax(outside))
+            results.append(CaseResult(case.name, False, f"policy[{s}] = {policy[s]:g} is not an action; "
+                                                        f"actions are the integers 0 .. {A - 1}"))
+            continue
+        policy = policy.astype(int)
+        message = _compare_values(V, best, mdp, "the optimal values")
+        if message:
+            results.append(CaseResult(case.name, False, message, _value_hint(V, best, mdp, [])))
+            continue
+        worth = evaluate_policy_exact(mdp, policy)
+        loses = ~_close(worth, best)
+        if loses.any():
+            s = int(np.argmax(np.where(loses, best - worth, -np.inf)))
+            Q = mdp.R + mdp.gamma * mdp.P @ best
+            names = ACTION_NAMES if A == 4 and mdp.cells is not None else None
+            label = (lambda a: f"{a} ({names[a]})") if names else str
+            message = (f"the policy is not optimal in {_state(mdp, s)}: following it from there is worth "
+                       f"{worth[s]:.6g}, the best possible is {best[s]:.6g} "
+                       f"(your action {label(policy[s])}, an optimal action is {label(int(np.argmax(Q[s])))})")
+            hint = ("your values are right, so take in each state the action with the largest "
+                    "R[s, a] + gamma * sum over s2 of P[s, a, s2] V[s2]")
+            results.append(CaseResult(case.name, False, message, hint))
+            continue
+        results.append(CaseResult(case.name, True))
+    return CheckResult(checker, tuple(results))

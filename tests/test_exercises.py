@@ -1,0 +1,265 @@
+"""Tests for rl2llm.exercises: the reference solutions pass, wrong ones fail with a precise message.
+
+Each wrong solution below is a mistake a reader is likely to make; the test
+checks that the checker names the case, the state and the size of the error,
+or the kind of mistake, rather than just saying "wrong".
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from rl2llm import exercises
+from rl2llm.dp import evaluate_policy_exact, policy_iteration
+from rl2llm.exercises import CheckResult, ExerciseFailed, check_policy_evaluation, check_value_iteration
+
+# --------------------------------------------------------------------------- reference solutions
+
+
+def evaluate_policy(mdp, policy):
+    """A correct reader's solution: solve the linear system on the live states."""
+    states = np.arange(mdp.n_states)
+    P_pi, R_pi = mdp.P[states, policy], mdp.R[states, policy]
+    live = ~mdp.terminal
+    V = np.zeros(mdp.n_states)
+    V[live] = np.linalg.solve(np.eye(live.sum()) - mdp.gamma * P_pi[np.ix_(live, live)], R_pi[live])
+    return V
+
+
+def iterate_evaluation(mdp, policy, tol=1e-12):
+    """Another correct one: repeated backups with a tight tolerance."""
+    states = np.arange(mdp.n_states)
+    P_pi, R_pi = mdp.P[states, policy], mdp.R[states, policy]
+    V = np.zeros(mdp.n_states)
+    while True:
+        new = R_pi + mdp.gamma * P_pi @ V
+        new[mdp.terminal] = 0.0
+        if np.abs(new - V).max() < tol:
+            return new
+        V = new
+
+
+def value_iteration(mdp, accuracy=1e-9):
+    V = np.zeros(mdp.n_states)
+    tol = accuracy * (1 - mdp.gamma) / mdp.gamma if mdp.gamma > 0 else np.inf
+    while True:
+        Q = mdp.R + mdp.gamma * (mdp.P @ V)
+        Q[mdp.terminal] = 0.0
+        new = Q.max(axis=1)
+        done = np.abs(new - V).max() <= tol
+        V = new
+        if done:
+            return V, Q.argmax(axis=1)
+
+
+def library_value_iteration(mdp):
+    """The package's own solver passes its own checker."""
+    result = policy_iteration(mdp)
+    return result.V, result.policy
+
+
+@pytest.mark.parametrize("solution", [evaluate_policy, iterate_evaluation, evaluate_policy_exact])
+def test_correct_policy_evaluations_pass(solution):
+    result = check_policy_evaluation(solution)
+    assert isinstance(result, CheckResult)
+    assert result.passed and bool(result) and not result.failures
+    assert len(result.cases) == 6
+    report = str(result)
+    assert report.startswith("check_policy_evaluation: all cases pass")
+    assert repr(result) == report and report.count("  pass  ") == 6
+    result.raise_if_failed()  # nothing to raise
+
+
+@pytest.mark.parametrize("solution", [value_iteration, library_value_iteration])
+def test_correct_value_iterations_pass(solution):
+    result = check_value_iteration(solution)
+    assert result.passed, result.report()
+    assert len(result.cases) == 7
+
+
+def test_the_cases_cover_the_edge_cases():
+    names = [case.name for case in exercises._evaluation_cases()]
+    assert any("gamma = 1 " in n for n in names) and any("0.999" in n for n in names)
+    assert any("gamma = 0 " in n for n in names)
+    assert any(case.mdp.terminal.any() for case in exercises._evaluation_cases())
+    assert any(not case.mdp.terminal.any() for case in exercises._evaluation_cases())
+    assert any(case.mdp.n_actions == 3 for case in exercises._optimisation_cases())
+    assert any(case.mdp.terminal.all() for case in exercises._optimisation_cases())
+    for case in exercises._evaluation_cases() + exercises._optimisation_cases():
+        assert case.mdp.P.shape == (case.mdp.n_states, case.mdp.n_actions, case.mdp.n_states)  # dense, as promised
+
+
+# --------------------------------------------------------------------------- wrong policy evaluations
+
+
+def failure(result: CheckResult, case_fragment: str):
+    (case,) = [c for c in result.cases if case_fragment in c.name]
+    assert not case.passed
+    return case
+
+
+def test_a_wrong_value_in_one_state_is_located_and_measured():
+    def off_in_state_5(mdp, policy):
+        V = evaluate_policy(mdp, policy)
+        if mdp.n_states > 5:
+            V[5] += 0.31
+        return V
+
+    result = check_policy_evaluation(off_in_state_5)
+    assert not result.passed
+    case = failure(result, "grid world")
+    assert case.message.startswith("V differs from the exact solution in state 5 (row 1, column 2) by 0.31 ")
+    assert "(yours " in case.message and "exact " in case.message
+    case = failure(result, "random world")
+    assert "in state 5 by 0.31" in case.message
+    assert failure(result, "FrozenLake 4x4").hint.startswith("state 5 (row 1, column 1) is terminal")
+    assert result.cases[0].passed  # the two-state machine has no state 5
+    assert "1 of 6 cases pass" in str(result)
+    with pytest.raises(ExerciseFailed, match="FAIL  grid world"):
+        result.raise_if_failed()
+
+
+def test_ignoring_terminal_states_fails_with_gamma_one():
+    def full_system(mdp, policy):
+        states = np.arange(mdp.n_states)
+        P_pi, R_pi = mdp.P[states, policy], mdp.R[states, policy]
+        return np.linalg.solve(np.eye(mdp.n_states) - mdp.gamma * P_pi, R_pi)
+
+    result = check_policy_evaluation(full_system)
+    assert [c.passed for c in result.cases].count(False) == 1
+    case = failure(result, "gamma = 1")
+    assert case.message.startswith("raised LinAlgError: Singular matrix (in full_system, line")
+    assert "set V = 0 in terminal states" in case.hint
+
+
+def test_discounting_the_first_reward_is_diagnosed():
+    result = check_policy_evaluation(lambda mdp, policy: mdp.gamma * evaluate_policy(mdp, policy))
+    case = failure(result, "two-state machine")
+    assert "differs from the exact solution in 2 of 2 states" in case.message
+    assert case.hint.startswith("your values are the exact ones multiplied by gamma")
+
+
+def test_stopping_too_early_is_diagnosed():
+    result = check_policy_evaluation(lambda mdp, policy: iterate_evaluation(mdp, policy, tol=1e-5))
+    case = failure(result, "0.999")
+    assert "did you stop iterating too early" in case.hint and "999 * tol" in case.hint
+
+
+def test_a_transposed_transition_array_is_diagnosed():
+    def transposed(mdp, policy):
+        states = np.arange(mdp.n_states)
+        P_pi, R_pi = mdp.P[states, policy].T, mdp.R[states, policy]
+        live = ~mdp.terminal
+        V = np.zeros(mdp.n_states)
+        V[live] = np.linalg.solve(np.eye(live.sum()) - mdp.gamma * P_pi[np.ix_(live, live)], R_pi[live])
+        return V
+
+    result = check_policy_evaluation(transposed)
+    case = failure(result, "two-state machine")
+    assert "P read as P[s2, a, s]" in case.hint
+
+
+@pytest.mark.parametrize("solution, message", [
+    (lambda mdp, policy: None, "returned None instead of V; did you forget the return statement?"),
+    (lambda mdp, policy: evaluate_policy(mdp, policy)[:, None], "returned V of shape (2, 1) (a column"),
+    (lambda mdp, policy: evaluate_policy(mdp, policy)[:-1], "returned V of shape (1,); expected (2,)"),
+    (lambda mdp, policy: "V", "returned str 'V'; V must be an array of shape (2,)"),
+    (lambda mdp, policy: 3.0, "returned float 3.0; V must be an array of shape (2,)"),
+    (lambda mdp, policy: np.full(mdp.n_states, np.nan), "V[0] = nan: every value must be a finite number"),
+    (lambda mdp, policy: 1 / 0, "raised ZeroDivisionError: division by zero (in <lambda>, line"),
+])
+def test_malformed_answers_are_described(solution, message):
+    result = check_policy_evaluation(solution)
+    assert not any(c.passed for c in result.cases)
+    assert message in result.cases[0].message, result.cases[0].message
+
+
+def test_the_reader_cannot_corrupt_the_reference():
+    def vandal(mdp, policy):
+        mdp.P[...] = 0.0  # works on a copy: later cases and the reference are unharmed
+        policy[...] = 0
+        return evaluate_policy_exact(mdp.with_gamma(mdp.gamma), np.zeros(mdp.n_states, dtype=int))
+
+    check_policy_evaluation(vandal)
+    assert check_policy_evaluation(evaluate_policy).passed
+
+
+# --------------------------------------------------------------------------- wrong value iterations
+
+
+def test_a_loose_stopping_rule_fails_near_gamma_one():
+    def loose(mdp):
+        V = np.zeros(mdp.n_states)
+        while True:
+            Q = mdp.R + mdp.gamma * (mdp.P @ V)
+            Q[mdp.terminal] = 0.0
+            new = Q.max(axis=1)
+            if np.abs(new - V).max() < 1e-6:
+                return new, Q.argmax(axis=1)
+            V = new
+
+    result = check_value_iteration(loose)
+    case = failure(result, "0.999")
+    assert case.message.startswith("V differs from the optimal values in ")
+    assert "999 * tol" in case.hint
+
+
+def test_a_policy_that_is_not_greedy_is_located():
+    def shifted_policy(mdp):
+        V, policy = value_iteration(mdp)
+        return V, (policy + 1) % mdp.n_actions
+
+    result = check_value_iteration(shifted_policy)
+    case = failure(result, "grid world")
+    assert case.message.startswith("the policy is not optimal in state ")
+    assert re.search(r"\(row \d, column \d\): following it from there is worth -?[\d.]+, the best possible is "
+                     r"-?[\d.]+ \(your action \d \((left|down|right|up)\), an optimal action is \d \((left|down|right|up)\)\)",
+                     case.message), case.message
+    assert case.hint.startswith("your values are right")
+    assert result.cases[-1].passed  # every state terminal: any policy is optimal
+
+
+def test_off_by_gamma_values_fail_in_value_iteration():
+    def off_by_gamma(mdp):
+        V, policy = value_iteration(mdp)
+        return mdp.gamma * V, policy
+
+    case = failure(check_value_iteration(off_by_gamma), "random world")
+    assert "multiplied by gamma" in case.hint
+
+
+@pytest.mark.parametrize("solution, message", [
+    (lambda mdp: value_iteration(mdp)[0], "expected a pair: return V, policy"),
+    (lambda mdp: (value_iteration(mdp)[0], None), "returned None instead of policy"),
+    (lambda mdp: (value_iteration(mdp)[0], np.full(mdp.n_states, -1)), "policy[0] = -1 is not an action"),
+    (lambda mdp: (value_iteration(mdp)[0], np.full(mdp.n_states, 0.5)), "policy[0] = 0.5 is not an action"),
+    (lambda mdp: (np.zeros(3), np.zeros(3, int)), "returned V of shape (3,); expected ("),
+])
+def test_malformed_pairs_are_described(solution, message):
+    result = check_value_iteration(solution)
+    assert message in result.cases[0].message, result.cases[0].message
+
+
+# --------------------------------------------------------------------------- the checkers' own arguments
+
+
+@pytest.mark.parametrize("checker", [check_policy_evaluation, check_value_iteration])
+def test_a_checker_refuses_what_is_not_a_function(checker):
+    with pytest.raises(TypeError, match=rf"{checker.__name__}: fn must be your function .* got int 3"):
+        checker(3)
+    with pytest.raises(TypeError, match="got NoneType None"):
+        checker(None)
+
+
+def test_a_checker_names_the_arguments_it_calls_with():
+    with pytest.raises(TypeError, match=r"fn must take 2 arguments, evaluate_policy\(mdp, policy\); "
+                                        r"one\(mdp\) does not"):
+        def one(mdp):
+            return None
+        check_policy_evaluation(one)
+    with pytest.raises(TypeError, match=r"fn must take 1 argument, value_iteration\(mdp\)"):
+        check_value_iteration(lambda mdp, tol: None)
+    assert check_value_iteration(lambda mdp, tol=1e-10: value_iteration(mdp)).passed  # defaults are fine
