@@ -208,7 +208,7 @@ def value_iteration(
 
     Stopping rule and what it buys: if ``||V_{k+1} - V_k|| < tol`` then
     ``||V_{k+1} - V*|| < tol * gamma / (1 - gamma)``, which for gamma near 1 is
-    far larger than ``tol`` (Lecture 1, "the stopping rule"). If ``max_iter``
+    far larger than ``tol`` (Lecture 1, gotcha "Converged" is not "correct"). If ``max_iter``
     sweeps come first, ``result.converged`` is False and a
     :class:`ConvergenceWarning` says so.
 
