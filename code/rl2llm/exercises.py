@@ -13,8 +13,9 @@ wrong and, where a common mistake fits the numbers, a hint::
 
     check_policy_evaluation: 5 of 6 cases pass
       pass  two-state machine, gamma = 0.9
-      FAIL  FrozenLake 8x8, gamma = 0.999: V differs from the exact solution in 57 of 64 states;
-            the largest difference is in state 0 (row 0, column 0): yours 0.612, exact 0.613 ...
+      FAIL  grid world with a wall, a goal and a pit, gamma = 0.9: V differs from the
+            exact solution in state 5 (row 1, column 2) by 0.31 (yours -0.246, exact -0.556)
+      ...
 
 Every world a checker hands your function has a dense transition array
 ``mdp.P`` of shape ``(S, A, S)``, so ``mdp.P[s, a, s2]`` is the probability of
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import textwrap
 import traceback
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -83,9 +85,9 @@ class CheckResult:
             if case.passed:
                 lines.append(f"  pass  {case.name}")
                 continue
-            lines.append(f"  FAIL  {case.name}: {case.message}")
+            lines.append(_wrap(f"  FAIL  {case.name}: {case.message}"))
             if case.hint:
-                lines.append(f"        Hint: {case.hint}")
+                lines.append(_wrap(f"        Hint: {case.hint}"))
         return "\n".join(lines)
 
     __str__ = report
@@ -97,6 +99,11 @@ class CheckResult:
         """Raise :class:`ExerciseFailed` with the report unless every case passed."""
         if not self.passed:
             raise ExerciseFailed(self.report())
+
+
+def _wrap(line: str, width: int = 88) -> str:
+    """A report line folded to ``width`` characters (notebook outputs do not wrap), continued under its text."""
+    return textwrap.fill(line, width, subsequent_indent=" " * 8, break_long_words=False, break_on_hyphens=False)
 
 
 @dataclass(frozen=True)
