@@ -41,7 +41,8 @@ def _q_from_v(mdp: FiniteMDP, V: np.ndarray) -> np.ndarray:
     Q = mdp._expected_next(V)  # a fresh (S, A) array: scale and shift it in place
     Q *= mdp.gamma
     Q += mdp.R
-    Q[np.flatnonzero(mdp.terminal)] = 0.0  # row indices: several times faster than a 2-D boolean mask
+    # terminal states are worth 0 (row indices: several times faster than a 2-D boolean mask)
+    Q[np.flatnonzero(mdp.terminal)] = 0.0
     return Q
 
 
