@@ -4,8 +4,11 @@ One module per idea; each module's docstring names the lecture that uses it.
 
 * :mod:`rl2llm.mdp` — finite MDPs, grid worlds, gymnasium conversion (Lecture 1)
 * :mod:`rl2llm.dp` — policy evaluation, value and policy iteration (Lecture 1)
+* :mod:`rl2llm.exercises` — checkers for the exercises a reader solves in code
 * :mod:`rl2llm.plotting` — the book's figure style and shared plots
 * :mod:`rl2llm.seeding` — the one seeding helper
+* :mod:`rl2llm.progress` — progress of long loops, for the build log (not the page)
+* :mod:`rl2llm.provenance` — what a result depends on: the keys of the execution cache and of cached artifacts
 """
 
 __version__ = "0.1.0"
