@@ -65,6 +65,7 @@ KNOWN_TAGS = set(EDITIONS) | {
     "hide-cell", "hide-input", "hide-output", "raises-exception", "skip-execution",
     "full-width", "margin", "output_scroll", "scroll-output", "scroll-input",
     "check",  # a cell that asserts a claim the prose makes; hidden in both editions
+    "solution",  # an exercise's solution: moved to the end of the downloadable notebook
 }
 #: Reading speeds behind the reading time shown on each chapter.
 WORDS_PER_MINUTE = 230
