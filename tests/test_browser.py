@@ -207,6 +207,8 @@ def test_edition_link_keeps_the_section_being_read(server, watched, edition):
     page.wait_for_timeout(300)
     sticky = page.locator("a.edition-switch-sticky")
     assert sticky.count() == 1 and sticky.is_visible(), "no edition switch in view while reading"
+    box = sticky.bounding_box()
+    assert box["y"] >= 0 and box["y"] + box["height"] <= 120, f"the edition switch is cut off or misplaced: {box}"
     assert other in sticky.inner_text().lower()
     box = sticky.bounding_box()  # a real mouse click where it is (Playwright's click() would scroll first)
     with page.expect_navigation():

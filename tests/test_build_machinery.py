@@ -320,12 +320,20 @@ def test_every_chapter_says_what_ran_it(built_book):
         record = report["notebooks"][f"book/lectures/{name}"]["provenance"]
         assert record["cores"] >= 1 and record["seconds"] > 0
         assert record["libraries"] == {}  # the fixture chapters import none of the reported libraries
-        for edition in ("", "manager/"):
-            line = html(site / edition / "book" / "lectures" / f"{name}.html").select_one("p.provenance")
-            assert line is not None, f"{edition or 'scientist/'}{name}: no provenance line"
-            text = line.get_text(" ", strip=True)
-            assert re.search(r"Executed on \d{4}-\d\d-\d\d \d\d:\d\d UTC in [0-9.]+ s on \d+ CPU cores?", text), text
+        line = html(site / "book" / "lectures" / f"{name}.html").select_one("p.provenance")
+        assert line is not None, f"{name}: no provenance line"
+        text = line.get_text(" ", strip=True)
+        assert re.search(r"Executed on \d{4}-\d\d-\d\d \d\d:\d\d UTC in [0-9.]+ s on \d+ CPU cores?", text), text
+        if name == "03-gamma":
+            assert "imports no module of the book's package" in text, text
+        else:
             assert record["package_fingerprint"] in text, text
+        line = html(site / "manager" / "book" / "lectures" / f"{name}.html").select_one("p.provenance")
+        assert line is not None, f"manager {name}: no provenance line"
+        text = line.get_text(" ", strip=True)
+        assert re.search(r"computed when the book was built, on \d+ \w+ \d{4}, in \d+ seconds on an ordinary "
+                         r"computer \(\d+ CPU cores?, no GPU\)", text), text
+        assert "package" not in text and "numpy" not in text, f"manager {name}: {text}"
     modules = {name: report["notebooks"][f"book/lectures/{name}"]["provenance"]["modules"] for name in CHAPTERS}
     assert modules["01-alpha"] == ["fixturepkg", "fixturepkg.alpha", "fixturepkg.base"]
     assert modules["02-beta"] == ["fixturepkg", "fixturepkg.base", "fixturepkg.beta"]
@@ -345,8 +353,12 @@ def test_status_page_lists_chapters_budgets_and_claims(built_book):
             assert cells[-1] == "1", f"claims checked: {cells}"
             assert re.fullmatch(r"[0-9.]+", cells[2]), f"seconds: {cells}"
         text = page.get_text(" ", strip=True)
-        assert "3 chapters; 3 claims checked by the build" in text, text[:2000]
-        assert "Every chapter is within its 120 s budget" in text
+        if edition:
+            assert "3 chapters; the build checked 3 statements" in text, text[:2000]
+            assert "Every chapter stays within its two-minute limit" in text
+        else:
+            assert "3 chapters; 3 claims checked by the build" in text, text[:2000]
+            assert "Every chapter is within its 120 s budget" in text
 
 
 def test_budget_command_reports_the_last_build(built_book):
@@ -536,3 +548,14 @@ def test_edition_links_and_reading_time(built_book):
     for name in CHAPTERS:
         title = _strip(site / "manager" / "book" / "lectures" / f"{name}.html").select_one(".reading-time")["title"]
         assert " 0 lines of code" in title, title
+
+
+def test_the_downloadable_notebook_is_the_readers(built_book):
+    """Scientist edition only: no check cells, no manager cells or prose, plain Markdown."""
+    root, _ = built_book
+    for name in CHAPTERS:
+        tag = name.split("-")[1].upper()
+        text = (root / "_build" / "html" / "_executed" / "book" / "lectures" / f"{name}.ipynb").read_text()
+        assert "SHARED_OUTPUT_" + tag in text and "SCIENTIST_PROSE_" + tag in text
+        for gone in (f"CLAIM_{tag}", f"MANAGER_PROSE_{tag}", f"MANAGER_OUTPUT_{tag}", "{edition}"):
+            assert gone not in text, f"{name}: {gone} in the downloadable notebook"

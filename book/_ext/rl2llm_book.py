@@ -639,20 +639,42 @@ def _machine(record: dict) -> str:
 
 
 def _provenance_line(app: Sphinx, docname: str) -> str:
-    """"Executed on ... in ... s on ... with ...; package code ..." for a chapter, or ''."""
+    """One line saying what ran this page's code, or '' for a page without code.
+
+    Scientist edition: date, seconds, machine, library versions, and the fingerprint
+    of the package modules it imported (their names on hover). Manager edition: the
+    same facts a reader needs to trust the numbers, in words.
+    """
     from html import escape
 
     record = _provenance_record(app, docname)
     if not record:
         return ""
+    when = _day(record["executed"])
+    if app.config.rl2llm_edition == "manager":
+        return escape(f"The numbers on this page were computed when the book was built, on {when}, "
+                      f"in {record['seconds']:.0f} seconds on an ordinary computer "
+                      f"({_machine(record)}).")
     libraries = ", ".join(f"{name} {version}" for name, version in sorted(record.get("libraries", {}).items()))
-    modules = ", ".join(record.get("modules", []))
-    return escape(
-        f"Executed on {record['executed']} in {record['seconds']:.1f} s on {_machine(record)}"
-        + (f", with {libraries}" if libraries else "")
-        + f"; book package code {record.get('package_fingerprint', '?')}"
-    ) + (f' <span class="provenance-modules" title="{escape(modules)}">({len(record.get("modules", []))} modules)</span>'
-         if modules else "") + "."
+    modules = record.get("modules", [])
+    if modules:
+        package = (f"; book package code {record.get('package_fingerprint', '?')} "
+                   f'<span class="provenance-modules" title="{escape(", ".join(modules))}">'
+                   f"({len(modules)} modules of rl2llm)</span>")
+    else:
+        package = "; it imports no module of the book's package"
+    return escape(f"Executed on {record['executed']} in {record['seconds']:.1f} s on {_machine(record)}"
+                  + (f", with {libraries}" if libraries else "")) + package + "."
+
+
+def _day(stamp: str) -> str:
+    """'2026-11-21 15:30 UTC' -> '21 November 2026'."""
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(stamp[:10], "%Y-%m-%d").strftime("%-d %B %Y")
+    except ValueError:
+        return stamp
 
 
 # --------------------------------------------------------------------------- status page
@@ -684,16 +706,22 @@ def _status_rows(app: Sphinx) -> list[dict]:
             "machine": _machine(record) if record else "?",
             "libraries": record.get("libraries", {}),
             "fingerprint": record.get("package_fingerprint", "?"),
+            "modules": record.get("modules", []),
         })
     return rows
 
 
 def _on_doctree_resolved_status(app: Sphinx, doctree: nodes.document, docname: str) -> None:
     budget = app.config.rl2llm_budget_seconds
+    manager = app.config.rl2llm_edition == "manager"
+    prefix = app.config.rl2llm_chapter_prefix
     for placeholder in list(doctree.findall(execution_status)):
         rows = _status_rows(app)
+        if manager:
+            headers = ("page", "computed on", "seconds", "machine", "statements checked")
+        else:
+            headers = ("page", "executed on", "seconds", "machine", "libraries", "package code", "claims checked")
         table = nodes.table(classes=["execution-status"])
-        headers = ("chapter", "executed on", "seconds", "machine", "libraries", "package code", "claims checked")
         group = nodes.tgroup(cols=len(headers))
         table += group
         for _ in headers:
@@ -706,29 +734,43 @@ def _on_doctree_resolved_status(app: Sphinx, doctree: nodes.document, docname: s
         for row in rows:
             seconds = row["seconds"]
             total += seconds or 0.0
-            time_text = "?" if seconds is None else f"{seconds:.1f}" + (f" (over {budget} s)" if seconds > budget else "")
-            libraries = ", ".join(f"{k} {v}" for k, v in sorted(row["libraries"].items())) or "-"
-            tr = _row((row["title"], row["executed"], time_text, row["machine"], libraries, row["fingerprint"],
-                       str(row["claims"])))
+            over = seconds is not None and seconds > budget
+            time_text = "?" if seconds is None else f"{seconds:.1f}" + (f" (over {budget} s)" if over else "")
+            if manager:
+                cells = (row["title"], _day(row["executed"]), time_text, row["machine"], str(row["claims"]))
+            else:
+                libraries = ", ".join(f"{k} {v}" for k, v in sorted(row["libraries"].items())) or "-"
+                fingerprint = row["fingerprint"] if row["modules"] else "none imported"
+                cells = (row["title"], row["executed"], time_text, row["machine"], libraries, fingerprint,
+                         str(row["claims"]))
+            tr = _row(cells)
             ref = nodes.reference("", row["title"], internal=True,
                                   refuri=app.builder.get_relative_uri(docname, row["docname"]))
             paragraph = tr[0][0]
             paragraph.clear()
             paragraph += ref
-            if seconds is not None and seconds > budget:
+            if over:
                 tr["classes"].append("over-budget")
             body += tr
         group += body
+        chapters = sum(1 for row in rows if row["docname"].startswith(prefix))
+        others = len(rows) - chapters
+        pages = f"{chapters} chapter{'s' if chapters != 1 else ''}" + (
+            f" and {others} other page{'s' if others != 1 else ''} with code" if others else "")
         over = [row["title"] for row in rows if row["seconds"] is not None and row["seconds"] > budget]
-        summary = nodes.paragraph(text=(
-            f"{len(rows)} chapter{'s' if len(rows) != 1 else ''}; "
-            f"{sum(row['claims'] for row in rows)} claims checked by the build; "
-            f"executing every chapter from a cold cache takes {total / 60:.1f} min "
-            f"({total:.0f} s; the budget for a cold build of both editions is "
-            f"{app.config.rl2llm_cold_budget_minutes} min). "
-            + (f"Over the {budget} s budget per chapter: {', '.join(over)}." if over
-               else f"Every chapter is within its {budget} s budget.")))
-        placeholder.replace_self([summary, table])
+        claims = sum(row["claims"] for row in rows)
+        if manager:
+            text = (f"{pages}; the build checked {claims} statements the text makes about its own results. "
+                    f"Computing everything from scratch takes {total / 60:.1f} minutes on an ordinary computer. "
+                    + (f"Over the two-minute limit per chapter: {', '.join(over)}." if over
+                       else "Every chapter stays within its two-minute limit."))
+        else:
+            text = (f"{pages}; {claims} claims checked by the build; executing every page from a cold "
+                    f"cache takes {total / 60:.1f} min ({total:.0f} s; the budget for a cold build of both "
+                    f"editions is {app.config.rl2llm_cold_budget_minutes} min). "
+                    + (f"Over the {budget} s budget per chapter: {', '.join(over)}." if over
+                       else f"Every chapter is within its {budget} s budget."))
+        placeholder.replace_self([nodes.paragraph(text=text), table])
 
 
 def _on_env_updated(app: Sphinx, env) -> None:
@@ -783,7 +825,10 @@ def _on_build_finished(app: Sphinx, exception) -> None:
         if app.config.rl2llm_edition == "scientist" and source.exists():
             target = outdir / "_executed" / f"{docname}.ipynb"
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            glue = executed / f"{docname}.glue.json"
+            target.write_text(reader_notebook(source.read_text(encoding="utf8"),
+                                              glue.read_text(encoding="utf8") if glue.exists() else "{}"),
+                              encoding="utf8")
     summary = {
         "edition": app.config.rl2llm_edition,
         "fingerprint": app.config.rl2llm_fingerprint,
@@ -794,6 +839,119 @@ def _on_build_finished(app: Sphinx, exception) -> None:
         "cold_budget_minutes": app.config.rl2llm_cold_budget_minutes,
     }
     (outdir / "execution.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+
+
+# --------------------------------------------------------------------------- the reader's notebook
+
+_EDITION_FENCE = re.compile(r"^(?P<fence>:{3,})\{edition\}\s*(?P<arg>\S*)\s*$")
+_ROLE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<body>[^`]*)`")
+
+
+def _scientist_markdown(text: str) -> str:
+    """Markdown of the scientist edition: manager blocks dropped, scientist blocks unwrapped."""
+    out, stack = [], []  # stack of (fence, keep)
+    for line in text.split("\n"):
+        stripped = line.strip()
+        match = _EDITION_FENCE.match(stripped)
+        if match:
+            stack.append((match["fence"], match["arg"] == "scientist"))
+            continue
+        if stack and set(stripped) == {":"} and len(stripped) == len(stack[-1][0]):
+            stack.pop()
+            continue
+        if all(keep for _, keep in stack):
+            out.append(line)
+    return "\n".join(out).strip("\n")
+
+
+_DIRECTIVE_OPEN = re.compile(r"^(?P<fence>:{3,}|`{3,})\{(?P<name>[\w:-]+)\}\s*(?P<arg>.*)$")
+_OPTION = re.compile(r"^:[\w-]+:")
+
+
+def _plain_directives(text: str) -> str:
+    """MyST directives a notebook cannot render, as plain Markdown: a bold title, the body, no options."""
+    out, fences, in_options = [], [], False
+    for line in text.split("\n"):
+        stripped = line.strip()
+        match = _DIRECTIVE_OPEN.match(stripped)
+        if re.fullmatch(r"\([\w:.-]+\)=", stripped):
+            continue  # a label target
+        if match:
+            name, arg = match["name"], match["arg"].strip()
+            fences.append(match["fence"])
+            in_options = True
+            if name == "literalinclude":
+                out.append(f"*(The book shows here the source of `{arg.removeprefix('../../')}`.)*")
+            elif name not in ("code-cell",):
+                title = name.split(":")[-1].replace("-", " ").capitalize()
+                out.append(f"**{title}{': ' + arg if arg and title.lower() != arg.lower() else ''}**"
+                           if name != "admonition" else f"**{arg}**")
+            continue
+        if fences and in_options and _OPTION.match(stripped):
+            if stripped.startswith(":pyobject:") and out and out[-1].startswith("*(The book shows"):
+                out[-1] = out[-1].replace("`.)*", f"`, `{stripped.split(':', 2)[2].strip()}`.)*")
+            continue
+        in_options = False
+        if fences and stripped and set(stripped) == {fences[-1][0]} and len(stripped) >= len(fences[-1]):
+            fences.pop()
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
+def _plain_roles(text: str, glue: dict) -> str:
+    """MyST roles as a notebook shows them: glued values printed, terms and references as their text."""
+    def replace(match):
+        role, body = match["role"], match["body"]
+        label = re.sub(r"\s*<[^>]*>$", "", body).strip()
+        if role in ("glue:text", "glue", "glue:any"):
+            key, _, spec = body.partition(":")
+            bundle = glue.get(key.strip(), {}).get("data", {})
+            plain = bundle.get("text/plain", "")
+            try:
+                import ast
+
+                value = ast.literal_eval(plain)
+                return format(value, spec) if spec else str(value)
+            except (ValueError, SyntaxError, TypeError):
+                return plain.strip("'\"") or match.group(0)
+        if role == "math":
+            return f"${body}$"
+        if role == "cite":
+            return "[" + ", ".join(key.strip() for key in body.split(",")) + "]"
+        return label or body
+    return _ROLE.sub(replace, text)
+
+
+def reader_notebook(notebook_json: str, glue_json: str = "{}") -> str:
+    """The executed notebook as a reader downloads it (scientist edition).
+
+    Cells of the manager edition and the build's ``check`` cells are dropped; prose
+    for the manager is dropped and prose for the scientist unwrapped; MyST roles
+    become plain text (glued numbers printed); exercise solutions (cells tagged
+    ``solution``) move to a "Solutions" section at the end, so the exercises can be
+    tried before the answers are in sight.
+    """
+    import nbformat
+
+    notebook = nbformat.reads(notebook_json, as_version=4)
+    glue = json.loads(glue_json or "{}")
+    cells, solutions = [], []
+    for cell in notebook.cells:
+        tags = set(cell.metadata.get("tags", []))
+        if cell.cell_type == "code" and tags & {"check", "manager"}:
+            continue
+        if cell.cell_type == "markdown":
+            cell.source = _plain_roles(_plain_directives(_scientist_markdown(cell.source)), glue)
+            if not cell.source.strip():
+                continue
+        (solutions if "solution" in tags else cells).append(cell)
+    if solutions:
+        cells.append(nbformat.v4.new_markdown_cell(
+            "## Solutions\n\nThe solutions to the exercises above, in order. Try the exercises first."))
+        cells.extend(solutions)
+    notebook.cells = cells
+    return nbformat.writes(notebook)
 
 
 # --------------------------------------------------------------------------- versions table

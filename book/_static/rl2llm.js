@@ -6,7 +6,7 @@
 document.addEventListener("DOMContentLoaded", () => {
   const original = document.querySelector(".edition-strip a.edition-switch-link");
   if (!original) return;
-  const bar = document.querySelector(".article-header-buttons, .header-article-items__end");
+  const bar = document.querySelector(".article-header-buttons") || document.querySelector(".header-article-items__end");
   if (bar) {
     const copy = document.createElement("a");
     copy.className = "btn btn-sm edition-switch-link edition-switch-sticky";
@@ -17,10 +17,21 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   for (const link of document.querySelectorAll("a.edition-switch-link")) {
     link.addEventListener("click", () => {
-      const sections = document.querySelectorAll("main section[id]");
+      // Only sections that start with a heading are places a reader can be sent to: the
+      // inner sections of theorems, algorithms and exercises (proof-content, ...) are not.
+      const headed = [...document.querySelectorAll("main section[id]")].filter(
+        (section) => section.firstElementChild && /^H[1-6]$/.test(section.firstElementChild.tagName));
       let current = null;
-      for (const section of sections) {
+      for (const section of headed) {
         if (section.getBoundingClientRect().top <= 90) current = section;
+      }
+      // At the very bottom the last sections can never reach the top of the window:
+      // then the reader is in the last one whose heading is visible.
+      if (window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 2) {
+        for (const section of headed) {
+          const top = section.getBoundingClientRect().top;
+          if (top >= 0 && top < window.innerHeight) current = section;
+        }
       }
       const base = link.getAttribute("href").split("#")[0];
       link.setAttribute("href", current && window.scrollY > 0 ? `${base}#${current.id}` : base);

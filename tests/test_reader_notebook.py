@@ -1,0 +1,72 @@
+"""The notebook a reader downloads from the scientist edition (book/_ext/rl2llm_book.reader_notebook)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book" / "_ext"))
+from rl2llm_book import reader_notebook  # noqa: E402
+
+MARKDOWN = """\
+(lecture-09)=
+# A chapter
+
+::::{edition} scientist
+The optimum is {glue:text}`best:.1%` after {glue:text}`sweeps` sweeps, see {term}`value <value function>`
+and {cite}`bellman1957dynamic,howard1960dynamic`.
+
+:::{prf:definition} Value
+:label: def-value
+The value.
+:::
+::::
+
+:::{edition} manager
+MANAGER_ONLY prose.
+:::
+
+```{literalinclude} ../../code/rl2llm/dp.py
+:pyobject: value_iteration
+```
+"""
+
+
+def _notebook() -> str:
+    cells = [
+        nbformat.v4.new_markdown_cell(MARKDOWN),
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["scientist"]}),
+        nbformat.v4.new_code_cell("assert x == 1, 'CLAIM'", metadata={"tags": ["check"]}),
+        nbformat.v4.new_code_cell("print('MANAGER_CELL')", metadata={"tags": ["manager"]}),
+        nbformat.v4.new_markdown_cell("### Exercise\n\nWrite `f`."),
+        nbformat.v4.new_code_cell("def f(): return 'SOLUTION'", metadata={"tags": ["scientist", "hide-cell", "solution"]}),
+        nbformat.v4.new_code_cell("print('after')"),
+    ]
+    return nbformat.writes(nbformat.v4.new_notebook(cells=cells))
+
+
+GLUE = json.dumps({"best": {"data": {"text/plain": "0.7441895"}}, "sweeps": {"data": {"text/plain": "27"}}})
+
+
+def test_the_reader_gets_the_scientist_notebook_in_plain_markdown():
+    notebook = nbformat.reads(reader_notebook(_notebook(), GLUE), as_version=4)
+    sources = [cell.source for cell in notebook.cells]
+    text = "\n".join(sources)
+    assert "The optimum is 74.4% after 27 sweeps, see value" in text
+    assert "[bellman1957dynamic, howard1960dynamic]" in text
+    assert "**Definition: Value**" in text and "The value." in text
+    assert "source of `code/rl2llm/dp.py`, `value_iteration`" in text
+    for gone in ("MANAGER_ONLY", "MANAGER_CELL", "CLAIM", ":::", "{glue", "{term}", "(lecture-09)=", ":label:"):
+        assert gone not in text, gone
+
+
+def test_solutions_move_to_the_end():
+    notebook = nbformat.reads(reader_notebook(_notebook(), GLUE), as_version=4)
+    sources = [cell.source for cell in notebook.cells]
+    assert sources[-2].startswith("## Solutions")
+    assert sources[-1] == "def f(): return 'SOLUTION'"
+    assert sources.index("print('after')") < sources.index(sources[-2])
+    assert nbformat.validate(notebook) is None
