@@ -263,3 +263,101 @@ def test_a_checker_names_the_arguments_it_calls_with():
     with pytest.raises(TypeError, match=r"fn must take 1 argument, value_iteration\(mdp\)"):
         check_value_iteration(lambda mdp, tol: None)
     assert check_value_iteration(lambda mdp, tol=1e-10: value_iteration(mdp)).passed  # defaults are fine
+
+
+# =========================================================================== Lecture 3: the TD-target checker
+
+from rl2llm.exercises import check_td_target  # noqa: E402
+
+
+def td_target(method, reward, q_next, next_action, terminated, gamma, epsilon):
+    """A correct reader's solution."""
+    if terminated:
+        return reward
+    if method == "sarsa":
+        return reward + gamma * q_next[next_action]
+    if method == "q_learning":
+        return reward + gamma * q_next.max()
+    greedy = q_next == q_next.max()
+    probs = epsilon / len(q_next) + (1 - epsilon) * greedy / greedy.sum()
+    return reward + gamma * probs @ q_next
+
+
+def test_the_correct_td_target_passes():
+    result = check_td_target(td_target)
+    assert result.passed, result.report()
+    assert len(result.cases) == 13
+    methods = " ".join(case.name for case in result.cases)
+    for needed in ("Q-learning", "SARSA", "expected SARSA", "terminal", "tie", "gamma = 0", "gamma = 1",
+                   "epsilon = 0", "epsilon = 1"):
+        assert needed in methods
+
+
+def _except(method, replacement):
+    """td_target, but ``method`` computed by ``replacement``."""
+    def solution(m, reward, q_next, next_action, terminated, gamma, epsilon):
+        if m == method:
+            return replacement(reward, q_next, next_action, terminated, gamma, epsilon)
+        return td_target(m, reward, q_next, next_action, terminated, gamma, epsilon)
+    return solution
+
+
+@pytest.mark.parametrize("solution, case, hint", [
+    (_except("sarsa", lambda r, q, a, t, g, e: r if t else r + g * q.max()),
+     "SARSA, the next action is not the greedy one", "not from the best one (that is Q-learning)"),
+    (_except("q_learning", lambda r, q, a, t, g, e: r if t else r + g * q[a]),
+     "Q-learning, an ordinary step", "max(q_next), whatever the agent does next (that is SARSA)"),
+    (_except("q_learning", lambda r, q, a, t, g, e: r + g * q.max()),
+     "Q-learning, the next state is terminal", "the target is just the reward"),
+    (_except("expected_sarsa", lambda r, q, a, t, g, e: r if t else r + g * q.max()),
+     "expected SARSA, one greedy action, epsilon = 0.1", "each action has probability epsilon / A"),
+    (_except("expected_sarsa", lambda r, q, a, t, g, e: r if t else r + g * (e / len(q) + (1 - e) * (q == q.max())) @ q),
+     "expected SARSA, a tie between actions 0 and 2", "*share* 1 - epsilon"),
+    (_except("expected_sarsa", lambda r, q, a, t, g, e: r if t else r + g * np.where(
+        np.arange(len(q)) == q.argmax(), 1 - e, e / (len(q) - 1)) @ q),
+     "expected SARSA, one greedy action, epsilon = 0.1", "the greedy one included: each gets epsilon / A"),
+    (_except("sarsa", lambda r, q, a, t, g, e: r if t else g * (r + g * q[a])),
+     "SARSA, the next action is not the greedy one", ""),
+])
+def test_classic_td_target_mistakes_are_diagnosed(solution, case, hint):
+    result = check_td_target(solution)
+    assert not result.passed
+    failed = {c.name: c for c in result.failures}
+    name = next(n for n in failed if n.startswith(case))
+    assert "expected" in failed[name].message and hint in failed[name].hint
+    assert str(result).count("FAIL") == len(result.failures)
+
+
+def test_td_target_malformed_answers_and_exceptions_are_described():
+    def no_return(method, reward, q_next, next_action, terminated, gamma, epsilon):
+        reward + gamma * q_next.max()
+    assert "returned None instead of the target" in check_td_target(no_return).cases[0].message
+
+    def an_array(method, reward, q_next, next_action, terminated, gamma, epsilon):
+        return reward + gamma * q_next
+    assert "the target is one number" in check_td_target(an_array).cases[0].message
+
+    def raises(method, reward, q_next, next_action, terminated, gamma, epsilon):
+        return q_next[7]
+    message = check_td_target(raises).cases[0].message
+    assert "raised IndexError" in message and "line" in message
+
+    def the_discount_twice(method, reward, q_next, next_action, terminated, gamma, epsilon):
+        return gamma * td_target(method, reward, q_next, next_action, terminated, gamma, epsilon)
+    first = check_td_target(the_discount_twice).cases[0]
+    assert not first.passed and "only what follows is discounted" in first.hint
+
+
+def test_td_target_checker_refuses_what_is_not_a_function_and_the_wrong_arity():
+    with pytest.raises(TypeError, match=r"check_td_target: fn must be your function"):
+        check_td_target("q_learning")
+    with pytest.raises(TypeError, match=r"fn must take 7 arguments, td_target\(method, reward, q_next"):
+        check_td_target(lambda method, reward: 0.0)
+
+
+def test_the_reader_cannot_change_the_cases():
+    def vandal(method, reward, q_next, next_action, terminated, gamma, epsilon):
+        q_next[:] = 0.0
+        return td_target(method, reward, q_next, next_action, terminated, gamma, epsilon)
+    assert not check_td_target(vandal).passed
+    assert check_td_target(td_target).passed

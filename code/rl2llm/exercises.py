@@ -392,3 +392,142 @@ def check_value_iteration(fn: Callable) -> CheckResult:
             continue
         results.append(CaseResult(case.name, True))
     return CheckResult(checker, tuple(results))
+
+
+# =========================================================================== Lecture 3: TD targets
+#
+# Lecture 3 (Value functions and Q-learning) asks for
+# ``td_target(method, reward, q_next, next_action, terminated, gamma, epsilon) -> float``,
+# the target of SARSA, expected SARSA or Q-learning, checked by :func:`check_td_target`
+# against rl2llm.td's own implementation.
+
+#: The call the TD-target exercise makes.
+_TD_CALL = "td_target(method, reward, q_next, next_action, terminated, gamma, epsilon)"
+
+
+@dataclass(frozen=True)
+class _TDCase:
+    name: str
+    method: str
+    reward: float
+    q_next: tuple[float, ...]
+    next_action: int
+    terminated: bool
+    gamma: float
+    epsilon: float
+
+
+def _td_cases() -> list[_TDCase]:
+    tie = (2.0, -1.0, 2.0, 0.5)
+    return [
+        _TDCase("Q-learning, an ordinary step", "q_learning", 1.0, (0.5, 2.0, -1.0), 0, False, 0.9, 0.1),
+        _TDCase("Q-learning, every next value negative", "q_learning", -1.0, (-3.0, -0.5, -2.0), 0, False, 0.9, 0.1),
+        _TDCase("SARSA, the next action is not the greedy one", "sarsa", 1.0, (0.5, 2.0, -1.0), 2, False, 0.9, 0.1),
+        _TDCase("SARSA, the next action is the greedy one", "sarsa", 0.0, (0.5, 2.0, -1.0), 1, False, 0.5, 0.1),
+        _TDCase("expected SARSA, one greedy action, epsilon = 0.1", "expected_sarsa", 1.0, (0.5, 2.0, -1.0), 0,
+                False, 0.9, 0.1),
+        _TDCase("expected SARSA, a tie between actions 0 and 2, epsilon = 0.2", "expected_sarsa", 0.0, tie, 1,
+                False, 1.0, 0.2),
+        _TDCase("expected SARSA, epsilon = 0 (greedy: the same as Q-learning)", "expected_sarsa", 1.0,
+                (0.5, 2.0, -1.0), 0, False, 0.9, 0.0),
+        _TDCase("expected SARSA, epsilon = 1 (uniformly random)", "expected_sarsa", 1.0, (0.5, 2.0, -1.0), 0,
+                False, 0.9, 1.0),
+        _TDCase("Q-learning, the next state is terminal", "q_learning", 1.0, (0.5, 2.0, -1.0), 0, True, 0.9, 0.1),
+        _TDCase("SARSA, the next state is terminal", "sarsa", -1.0, (0.5, 2.0, -1.0), 1, True, 0.9, 0.1),
+        _TDCase("expected SARSA, the next state is terminal", "expected_sarsa", 2.0, (0.5, 2.0, -1.0), 0, True,
+                0.9, 0.1),
+        _TDCase("Q-learning, gamma = 0 (only the reward counts)", "q_learning", 0.5, (0.5, 2.0, -1.0), 0, False,
+                0.0, 0.1),
+        _TDCase("SARSA, gamma = 1", "sarsa", -1.0, (4.0, 3.0), 1, False, 1.0, 0.1),
+    ]
+
+
+def _td_reference(case: _TDCase) -> float:
+    """The package's own target (rl2llm.td), for one case."""
+    from .td import _next_value  # imported here: rl2llm.td is not needed by Lecture 1's checkers
+
+    if case.terminated:
+        return case.reward
+    Q = np.array([case.q_next], dtype=float)
+    value = _next_value(case.method, Q, None, 0, case.next_action, case.epsilon, np.arange(Q.shape[1]))
+    return case.reward + case.gamma * float(value)
+
+
+def _td_alternatives(case: _TDCase) -> list[tuple[float, str]]:
+    """Targets that the classic mistakes produce, each with the hint that explains it."""
+    q = np.array(case.q_next, dtype=float)
+    r, g, eps, A = case.reward, case.gamma, case.epsilon, len(q)
+    greedy = np.flatnonzero(q == q.max())
+    each_tied_in_full = eps / A + (1 - eps) * (q == q.max())
+    all_but_greedy = np.where(np.arange(A) == greedy[0], 1 - eps, eps / max(A - 1, 1))
+    explained = []
+    if case.terminated:
+        explained.append((r + g * q.max(), "the next state is terminal: nothing follows it, so the target is just "
+                                            "the reward (do not add gamma times any value)"))
+        explained.append((r + g * q[case.next_action], "the next state is terminal: nothing follows it, so the "
+                                                       "target is just the reward"))
+    if case.method == "sarsa":
+        explained.append((r + g * q.max(), "SARSA bootstraps from the action the agent actually takes next, "
+                                           "q_next[next_action], not from the best one (that is Q-learning)"))
+    if case.method == "q_learning":
+        explained.append((r + g * q[case.next_action], "Q-learning bootstraps from the best next action, "
+                                                       "max(q_next), whatever the agent does next (that is SARSA)"))
+    if case.method == "expected_sarsa":
+        explained.append((r + g * q.max(), "expected SARSA averages over the epsilon-greedy policy: each action "
+                                           "has probability epsilon / A, and the greedy ones share 1 - epsilon more"))
+        explained.append((r + g * q.mean(), "expected SARSA weights the actions by the epsilon-greedy "
+                                            "probabilities, not equally (unless epsilon = 1)"))
+        explained.append((r + g * each_tied_in_full @ q, "with a tie, the tied greedy actions *share* 1 - epsilon "
+                                                         "(the probabilities must add up to 1)"))
+        explained.append((r + g * all_but_greedy @ q, "exploration picks uniformly among *all* A actions, the greedy "
+                                                      "one included: each gets epsilon / A"))
+    explained.append((g * (r + g * q.max()), "only what follows is discounted: the target is "
+                                             "reward + gamma * (value of the next state)"))
+    return explained
+
+
+def check_td_target(fn: Callable) -> CheckResult:
+    """Check ``fn(method, reward, q_next, next_action, terminated, gamma, epsilon) -> float``.
+
+    ``method`` is ``"sarsa"``, ``"expected_sarsa"`` or ``"q_learning"``;
+    ``q_next`` the action values of the next state (a 1-D array);
+    ``next_action`` the action the agent will take there; ``terminated``
+    whether the episode ended (then nothing follows). The answer must be the
+    target ``reward + gamma * (value of the next state)`` that the method
+    moves ``Q(s, a)`` towards, within ``1e-6``, on thirteen cases: each method,
+    terminal next states, a tie between greedy actions, ``gamma`` of 0 and 1,
+    ``epsilon`` of 0 and 1. The reference is :func:`rl2llm.td.td_control`'s own.
+    """
+    checker = "check_td_target"
+    _check_callable(fn, checker, 7, _TD_CALL)
+    results = []
+    for case in _td_cases():
+        args = (case.method, case.reward, np.array(case.q_next), case.next_action, case.terminated, case.gamma,
+                case.epsilon)
+        expected = _td_reference(case)
+        answer, error = _call(fn, args)
+        if error:
+            results.append(CaseResult(case.name, False, error))
+            continue
+        if answer is None:
+            results.append(CaseResult(case.name, False, "returned None instead of the target; did you forget the "
+                                                        "return statement?"))
+            continue
+        try:
+            value = float(np.asarray(answer, dtype=float).reshape(()))
+        except (TypeError, ValueError):
+            results.append(CaseResult(case.name, False, f"returned {describe(answer)}; the target is one number"))
+            continue
+        if not np.isfinite(value):
+            results.append(CaseResult(case.name, False, f"returned {value}; the target must be a finite number"))
+            continue
+        if abs(value - expected) <= ATOL + RTOL * abs(expected):
+            results.append(CaseResult(case.name, True))
+            continue
+        message = f"the target is {value:.6g}, expected {expected:.6g} (q_next = {list(case.q_next)}"
+        message += f", next_action = {case.next_action}" if case.method == "sarsa" else ""
+        message += f", reward = {case.reward:g}, gamma = {case.gamma:g}"
+        message += f", epsilon = {case.epsilon:g})" if case.method == "expected_sarsa" else ")"
+        hint = next((why for alternative, why in _td_alternatives(case) if abs(value - alternative) < 1e-9), "")
+        results.append(CaseResult(case.name, False, message, hint))
+    return CheckResult(checker, tuple(results))
