@@ -361,3 +361,140 @@ def test_the_reader_cannot_change_the_cases():
         return td_target(method, reward, q_next, next_action, terminated, gamma, epsilon)
     assert not check_td_target(vandal).passed
     assert check_td_target(td_target).passed
+
+
+# =========================================================================== Lecture 2: reward-to-go
+
+
+def _reader_reward_to_go(rewards, dones, gamma):
+    """A correct reader's solution: loop backwards, restart after every episode end."""
+    G, running = np.zeros(len(rewards)), 0.0
+    for t in reversed(range(len(rewards))):
+        running = rewards[t] + (0.0 if dones[t] else gamma * running)
+        G[t] = running
+    return G
+
+
+def test_reward_to_go_solutions_pass():
+    from rl2llm.exercises import check_reward_to_go
+    from rl2llm.rollouts import reward_to_go
+
+    for solution in (_reader_reward_to_go, reward_to_go):
+        result = check_reward_to_go(solution)
+        assert result.passed, result.report()
+        assert len(result.cases) == 7 and str(result).startswith("check_reward_to_go: all cases pass")
+
+
+def test_reward_to_go_cases_cover_the_edge_cases():
+    cases = exercises._reward_to_go_cases()
+    assert any(c.gamma == 0.0 for c in cases) and any(c.gamma == 1.0 for c in cases)
+    assert any(not c.dones[-1] for c in cases), "a stream that stops mid-episode"
+    assert any(c.dones.sum() >= 3 for c in cases), "several episodes back to back"
+    assert any(len(c.rewards) == 500 for c in cases) and any((c.rewards < 0).any() for c in cases)
+    one_step = [c for c in cases if any(c.dones[i] and c.dones[i - 1] for i in range(1, len(c.dones)))]
+    assert one_step, "an episode of a single step"
+
+
+def _rtg_failure(fn, fragment):
+    from rl2llm.exercises import check_reward_to_go
+
+    result = check_reward_to_go(fn)
+    assert not result.passed
+    (case,) = [c for c in result.cases if fragment in c.name]
+    assert not case.passed
+    return case
+
+
+def test_reward_to_go_running_on_across_episodes_is_located_and_explained():
+    def no_reset(rewards, dones, gamma):
+        G, running = np.zeros(len(rewards)), 0.0
+        for t in reversed(range(len(rewards))):
+            running = rewards[t] + gamma * running
+            G[t] = running
+        return G
+
+    case = _rtg_failure(no_reset, "two episodes back to back")
+    assert case.message == ("G is wrong at 2 of 5 steps; the first is step 0 (episode 0, its step 0): "
+                            "yours 3.5625, the reward-to-go 2 (off by 1.56)")
+    assert case.hint.startswith("the reward-to-go runs on across episode ends")
+
+
+@pytest.mark.parametrize("mistake, fragment, hint", [
+    ("own reward missing", "one episode of three steps", "the step's own reward is missing"),
+    ("discounted twice", "rewards 0, 0, 1", "the right ones times gamma"),
+    ("whole return", "two episodes back to back", "every step of an episode got the whole episode's return"),
+    ("forward sum", "rewards 0, 0, 1", "a forward running sum"),
+    ("reset one step late", "two episodes back to back", "the reset is one step off"),
+])
+def test_reward_to_go_classic_mistakes_get_their_hint(mistake, fragment, hint):
+    def wrong(rewards, dones, gamma):
+        right = _reader_reward_to_go(rewards, dones, gamma)
+        if mistake == "own reward missing":
+            return right - rewards
+        if mistake == "discounted twice":
+            return gamma * right
+        if mistake == "whole return":
+            starts = np.concatenate([[0], np.flatnonzero(dones[:-1]) + 1])
+            return right[starts][np.concatenate([[0], np.cumsum(dones[:-1])])]
+        if mistake == "forward sum":
+            G, running = np.zeros(len(rewards)), 0.0
+            for t in range(len(rewards)):
+                running = rewards[t] + gamma * running
+                G[t] = running
+                if dones[t]:
+                    running = 0.0
+            return G
+        G, running = np.zeros(len(rewards)), 0.0  # the reset one step off: after the episode's last step
+        for t in reversed(range(len(rewards))):
+            running = rewards[t] + gamma * running
+            G[t] = running
+            if dones[t]:
+                running = 0.0
+        return G
+
+    assert hint in _rtg_failure(wrong, fragment).hint
+
+
+def test_reward_to_go_malformed_answers_and_exceptions_are_described():
+    from rl2llm.exercises import check_reward_to_go
+
+    def no_return(rewards, dones, gamma):
+        _reader_reward_to_go(rewards, dones, gamma)
+    assert "returned None instead of G" in check_reward_to_go(no_return).cases[0].message
+
+    def a_column(rewards, dones, gamma):
+        return _reader_reward_to_go(rewards, dones, gamma)[:, None]
+    assert "flatten it with .ravel()" in check_reward_to_go(a_column).cases[0].message
+
+    def one_short(rewards, dones, gamma):
+        return _reader_reward_to_go(rewards, dones, gamma)[1:]
+    assert "expected (3,), one value per step" in check_reward_to_go(one_short).cases[0].message
+
+    def raises(rewards, dones, gamma):
+        return rewards[len(rewards)]
+    message = check_reward_to_go(raises).cases[0].message
+    assert "raised IndexError" in message and "line" in message
+
+    def nan(rewards, dones, gamma):
+        return np.full(len(rewards), np.nan)
+    assert "must be a finite number" in check_reward_to_go(nan).cases[0].message
+
+
+def test_reward_to_go_checker_refuses_what_is_not_a_function_and_the_wrong_arity():
+    from rl2llm.exercises import check_reward_to_go
+
+    with pytest.raises(TypeError, match=r"check_reward_to_go: fn must be your function"):
+        check_reward_to_go([1.0, 2.0])
+    with pytest.raises(TypeError, match=r"fn must take 3 arguments, reward_to_go\(rewards, dones, gamma\)"):
+        check_reward_to_go(lambda rewards, dones: rewards)
+
+
+def test_reward_to_go_reader_cannot_change_the_cases():
+    from rl2llm.exercises import check_reward_to_go
+
+    def vandal(rewards, dones, gamma):
+        rewards[:] = 0.0
+        dones[:] = True
+        return np.zeros(len(rewards))
+    assert not check_reward_to_go(vandal).passed
+    assert check_reward_to_go(_reader_reward_to_go).passed

@@ -531,3 +531,143 @@ def check_td_target(fn: Callable) -> CheckResult:
         hint = next((why for alternative, why in _td_alternatives(case) if abs(value - alternative) < 1e-9), "")
         results.append(CaseResult(case.name, False, message, hint))
     return CheckResult(checker, tuple(results))
+
+
+# =========================================================================== Lecture 2: reward-to-go
+#
+# Lecture 2 (Policy gradients from scratch) asks for ``reward_to_go(rewards, dones, gamma) -> G``,
+# the discounted reward still to come from every step of a stream of episodes, checked by
+# :func:`check_reward_to_go` against rl2llm.rollouts.reward_to_go.
+
+
+@dataclass(frozen=True)
+class _StreamCase:
+    name: str
+    rewards: np.ndarray
+    dones: np.ndarray
+    gamma: float
+
+
+def _reward_to_go_cases() -> list[_StreamCase]:
+    rng = np.random.default_rng(2)
+    long = np.ones(500)  # a CartPole episode that lasts the full 500 steps
+    long_dones = np.zeros(500, dtype=bool)
+    long_dones[-1] = True
+    mixed = np.round(rng.normal(size=12), 2)
+    mixed_dones = np.zeros(12, dtype=bool)
+    mixed_dones[[3, 4, 11]] = True  # episodes of 4, 1 and 7 steps
+    return [
+        _StreamCase("one episode of three steps, gamma = 1", np.array([1.0, 1.0, 1.0]),
+                    np.array([False, False, True]), 1.0),
+        _StreamCase("one episode, rewards 0, 0, 1 at the end, gamma = 0.9", np.array([0.0, 0.0, 1.0]),
+                    np.array([False, False, True]), 0.9),
+        _StreamCase("two episodes back to back, gamma = 0.5", np.array([1.0, 2.0, 3.0, 4.0, 5.0]),
+                    np.array([False, True, False, False, True]), 0.5),
+        _StreamCase("three episodes (4, 1 and 7 steps), negative rewards, gamma = 0.99", mixed, mixed_dones, 0.99),
+        _StreamCase("gamma = 0 (only the step's own reward counts)", np.array([3.0, -1.0, 2.0, 5.0]),
+                    np.array([False, True, False, True]), 0.0),
+        _StreamCase("a stream that stops mid-episode (the last step ends nothing), gamma = 0.9",
+                    np.array([1.0, 1.0, 2.0, 2.0]), np.array([False, True, False, False]), 0.9),
+        _StreamCase("a full CartPole episode of 500 steps, gamma = 0.99", long, long_dones, 0.99),
+    ]
+
+
+def _reference_reward_to_go(rewards: np.ndarray, dones: np.ndarray, gamma: float) -> np.ndarray:
+    from .rollouts import reward_to_go  # here, not at the top: Lecture 1's checkers do not need it
+
+    return reward_to_go(rewards, dones, gamma)
+
+
+def _reward_to_go_mistakes(case: _StreamCase) -> list[tuple[np.ndarray, str]]:
+    """What the classic mistakes produce on ``case``, with the hint for each."""
+    r, d, g = case.rewards, case.dones, case.gamma
+    right = _reference_reward_to_go(r, d, g)
+    no_reset = _reference_reward_to_go(r, np.zeros_like(d), g)
+    starts = np.concatenate([[0], np.flatnonzero(d[:-1]) + 1])  # where each episode begins
+    whole = np.concatenate([np.full(b - a, right[a]) for a, b in zip(starts, [*starts[1:], len(r)])])
+    forward = np.zeros_like(r)
+    running = 0.0
+    for t in range(len(r)):  # the discounted sum of the rewards so far, restarted at episode starts
+        running = r[t] + g * running
+        forward[t] = running
+        if d[t]:
+            running = 0.0
+    late_reset = np.zeros_like(r)  # the reset applied one step late: the done flag read at t + 1
+    running = 0.0
+    for t in range(len(r) - 1, -1, -1):
+        after_done = t + 1 < len(r) and d[t + 1]
+        running = r[t] + (0.0 if after_done else g * running)
+        late_reset[t] = running
+    return [
+        (no_reset, "the reward-to-go runs on across episode ends: a step is credited with the rewards of the "
+                   "next episode. Restart the sum (G = 0) after every step where dones is True"),
+        (right - r, "the step's own reward is missing: G_t starts with r_t (the action at t earns it)"),
+        (g * right, "your values are the right ones times gamma: the reward of step t itself is not "
+                    "discounted, only the ones after it"),
+        (whole, "every step of an episode got the whole episode's return: that is the estimate before the "
+                "causality argument; the reward-to-go of step t counts only rewards from t on"),
+        (forward, "you summed the rewards *before* step t (a forward running sum); the reward-to-go sums "
+                  "those from step t to the end of its episode: loop backwards"),
+        (late_reset, "the reset is one step off: the sum must restart after the step whose done is True, so "
+                     "that step's G is its own reward and the next step starts a new episode"),
+    ]
+
+
+def _step_label(case: _StreamCase, t: int) -> str:
+    episode = int(case.dones[:t].sum())
+    start = int(np.flatnonzero(case.dones[:t])[-1]) + 1 if episode else 0
+    return f"step {t} (episode {episode}, its step {t - start})"
+
+
+def check_reward_to_go(fn: Callable) -> CheckResult:
+    """Check ``fn(rewards, dones, gamma) -> G``: the discounted reward-to-go of every step, shape ``(T,)``.
+
+    ``G[t] = rewards[t] + gamma * G[t + 1]``, restarted after every step where
+    ``dones`` is True; a stream that stops mid-episode sums up to its last step.
+    The reference is :func:`rl2llm.policy_gradient.reward_to_go`. The cases
+    include several episodes back to back, an episode of one step, a discount
+    of 0, a stream that stops mid-episode and a 500-step episode.
+    """
+    checker = "check_reward_to_go"
+    _check_callable(fn, checker, 3, "reward_to_go(rewards, dones, gamma)")
+    results = []
+    for case in _reward_to_go_cases():
+        right = _reference_reward_to_go(case.rewards, case.dones, case.gamma)
+        answer, error = _call(fn, (case.rewards, case.dones, case.gamma))
+        if error:
+            results.append(CaseResult(case.name, False, error))
+            continue
+        G, problem = _as_stream(answer, len(right))
+        if problem:
+            results.append(CaseResult(case.name, False, problem))
+            continue
+        wrong = ~_close(G, right)
+        if not wrong.any():
+            results.append(CaseResult(case.name, True))
+            continue
+        t = int(np.argmax(wrong))
+        count = ("G is wrong at one step, " if wrong.sum() == 1 else
+                 f"G is wrong at {wrong.sum()} of {len(right)} steps; the first is ")
+        message = (f"{count}{_step_label(case, t)}: yours {G[t]:.6g}, the reward-to-go {right[t]:.6g} "
+                   f"(off by {abs(G[t] - right[t]):.3g})")
+        hint = next((text for values, text in _reward_to_go_mistakes(case) if _close(G, values).all()), "")
+        results.append(CaseResult(case.name, False, message, hint))
+    return CheckResult(checker, tuple(results))
+
+
+def _as_stream(answer, T: int) -> tuple[np.ndarray | None, str]:
+    """The reader's ``answer`` as a float vector of length T, or a message saying why it is not one."""
+    if answer is None:
+        return None, "returned None instead of G; did you forget the return statement?"
+    try:
+        vector = np.asarray(answer, dtype=float)
+    except (TypeError, ValueError):
+        return None, f"returned {describe(answer)}; G must be an array of numbers of shape ({T},)"
+    if vector.shape != (T,):
+        hint = " (a column: flatten it with .ravel())" if vector.shape in ((T, 1), (1, T)) else ""
+        return None, f"returned G of shape {vector.shape}{hint}; expected ({T},), one value per step"
+    bad = ~np.isfinite(vector)
+    if bad.any():
+        t = int(np.argmax(bad))
+        return None, f"G[{t}] = {vector[t]}: every value must be a finite number"
+    return vector, ""
