@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import gymnasium as gym
@@ -376,6 +376,8 @@ class DQNConfig:
 
     total_steps: int = 50_000
     learning_rate: float = 2.3e-3
+    #: When set, the learning rate falls linearly to this value over the run (a steadier end).
+    learning_rate_end: float | None = None
     batch_size: int = 64
     buffer_size: int = 100_000
     learning_starts: int = 1_000
@@ -406,6 +408,8 @@ class DQNConfig:
         if self.target_update is not None:
             check.as_int("target_update", self.target_update, 1)
         check.as_real("learning_rate", self.learning_rate, 0.0, low_open=True)
+        if self.learning_rate_end is not None:
+            check.as_real("learning_rate_end", self.learning_rate_end, 0.0)
         check.as_real("gamma", self.gamma, 0.0, 1.0)
         for name in ("epsilon_start", "epsilon_end", "alpha", "beta_start"):
             check.as_real(name, getattr(self, name), 0.0, 1.0)
@@ -434,6 +438,8 @@ class DQNResult:
     eval_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     eval_returns: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     seconds: float = 0.0
+    #: The step after which the returned network was saved (``total_steps`` unless ``keep_best``).
+    network_step: int = 0
 
 
 @contextlib.contextmanager
@@ -473,35 +479,43 @@ def _checked_env_id(env_id) -> gym.Env:
 
 
 def train_dqn(env_id: str, config: DQNConfig = DQNConfig(), seed: int = 0, eval_every: int = 0,
-              eval_episodes: int = 10, threads: int | None = 1, description: str | None = None) -> DQNResult:
+              eval_episodes: int = 10, keep_best: bool = False, threads: int | None = 1,
+              description: str | None = None) -> DQNResult:
     """Train a Q-network with DQN on the gymnasium environment ``env_id``; see :class:`DQNConfig`.
 
     The loop: act epsilon-greedily, store the transition, and now and then take
     gradient steps on the squared-then-linear (Huber) TD error of a batch from
     the buffer, the targets computed by the target network. With
     ``eval_every > 0`` the greedy policy plays ``eval_episodes`` episodes every
-    ``eval_every`` steps (seeds apart from training's). Progress goes to the
-    build log.
+    ``eval_every`` steps (seeds apart from training's); with ``keep_best`` the
+    network returned is the one with the best mean evaluation return (the
+    latest among equals), not the last one: DQN's return can collapse after it
+    has solved a task, and this is how practitioners keep what they had.
+    Progress goes to the build log.
 
     Accepted: ``env_id`` a registered id with a flat Box observation space and
     Discrete actions; ``config`` a :class:`DQNConfig`; ``seed`` an integer >= 0;
     ``eval_every`` an integer >= 0; ``eval_episodes`` a positive integer;
-    ``threads`` ``None`` or a positive integer; ``description`` ``None`` or a string.
+    ``keep_best`` True or False (True needs ``eval_every > 0``); ``threads``
+    ``None`` or a positive integer; ``description`` ``None`` or a string.
     """
     if not isinstance(config, DQNConfig):
         raise TypeError(f"config must be a DQNConfig, got {check.describe(config)}")
     seed = check.as_int("seed", seed, 0, 2**31 - 1)
     eval_every = check.as_int("eval_every", eval_every, 0)
     eval_episodes = check.as_int("eval_episodes", eval_episodes, 1)
+    keep_best = check.as_bool("keep_best", keep_best)
+    if keep_best and not eval_every:
+        raise ValueError("keep_best=True needs evaluations to choose from: set eval_every > 0")
     if description is not None and not isinstance(description, str):
         raise TypeError(f"description must be a string or None, got {check.describe(description)}")
     env = _checked_env_id(env_id)
     with torch_threads(threads):
-        return _train_dqn(env, env_id, config, seed, eval_every, eval_episodes,
+        return _train_dqn(env, env_id, config, seed, eval_every, eval_episodes, keep_best,
                           description or f"DQN on {env_id}, seed {seed}")
 
 
-def _train_dqn(env, env_id, c: DQNConfig, seed, eval_every, eval_episodes, description) -> DQNResult:
+def _train_dqn(env, env_id, c: DQNConfig, seed, eval_every, eval_episodes, keep_best, description) -> DQNResult:
     start_time = time.perf_counter()
     rng = np.random.default_rng(seed)
     obs_dim, n_actions = env.observation_space.shape[0], int(env.action_space.n)
@@ -520,8 +534,11 @@ def _train_dqn(env, env_id, c: DQNConfig, seed, eval_every, eval_episodes, descr
     epsilons = linear_schedule(c.epsilon_start, c.epsilon_end, c.total_steps, c.epsilon_fraction)
     n_updates = _n_updates(c)
     betas = linear_schedule(c.beta_start, 1.0, max(n_updates, 1), 1.0)
+    rates = linear_schedule(c.learning_rate, c.learning_rate if c.learning_rate_end is None else c.learning_rate_end,
+                            max(n_updates, 1), 1.0)
 
     returns, end_steps, losses, q_means, eval_steps, eval_returns = [], [], [], [], [], []
+    best_score, best_weights, best_step = -np.inf, None, 0
     obs, _ = env.reset(seed=seed)
     episode_return, updates = 0.0, 0
     for step in progress(range(c.total_steps), description):
@@ -542,6 +559,7 @@ def _train_dqn(env, env_id, c: DQNConfig, seed, eval_every, eval_episodes, descr
 
         if step + 1 > c.learning_starts and (step + 1) % c.train_every == 0:
             for _ in range(c.gradient_steps):
+                optimizer.param_groups[0]["lr"] = rates[min(updates, len(rates) - 1)]
                 loss, q_mean = _dqn_update(q_net, target_net, optimizer, buffer, c, betas[min(updates, len(betas) - 1)])
                 losses.append(loss)
                 q_means.append(q_mean)
@@ -552,11 +570,16 @@ def _train_dqn(env, env_id, c: DQNConfig, seed, eval_every, eval_episodes, descr
             eval_steps.append(step + 1)
             eval_returns.append(_evaluate(q_net, env_id, eval_episodes, seed=10_000 + 1_000 * seed + len(eval_steps),
                                           epsilon=0.0))
+            if keep_best and eval_returns[-1].mean() >= best_score:
+                best_score, best_step = eval_returns[-1].mean(), step + 1
+                best_weights = {k: v.clone() for k, v in q_net.state_dict().items()}
     env.close()
+    if keep_best:
+        q_net.load_state_dict(best_weights)
     return DQNResult(
         q_net, c, seed, np.array(returns), np.array(end_steps, dtype=int), np.array(losses), np.array(q_means),
         np.array(eval_steps, dtype=int), np.array(eval_returns).reshape(len(eval_steps), eval_episodes),
-        time.perf_counter() - start_time,
+        time.perf_counter() - start_time, best_step if keep_best else c.total_steps,
     )
 
 
@@ -565,17 +588,26 @@ def _n_updates(c: DQNConfig) -> int:
     return phases * c.gradient_steps
 
 
-def _dqn_update(q_net, target_net, optimizer, buffer, c: DQNConfig, beta: float) -> tuple[float, float]:
-    """One gradient step on a batch from the buffer; returns the loss and the batch's mean Q(s, a)."""
-    batch = buffer.sample(c.batch_size, beta) if c.prioritized else buffer.sample(c.batch_size)
+def _targets(batch: Batch, q_net: QNetwork, target_net: QNetwork, gamma: float, double: bool) -> torch.Tensor:
+    """``r + gamma * Q_target(s', a*)`` for each transition; 0 after the ``r`` when the episode ended.
+
+    DQN takes ``a*`` = the best action by the target network (the max);
+    Double DQN lets the online network choose ``a*`` and the target network value it.
+    """
     with torch.no_grad():
         next_q = target_net(batch.next_obs)
-        if c.double:  # the online network picks the action, the target network values it
+        if double:
             best = q_net(batch.next_obs).argmax(dim=1, keepdim=True)
             next_value = next_q.gather(1, best).squeeze(1)
         else:
             next_value = next_q.max(dim=1).values
-        target = batch.rewards + c.gamma * (1.0 - batch.terminated) * next_value
+        return batch.rewards + gamma * (1.0 - batch.terminated) * next_value
+
+
+def _dqn_update(q_net, target_net, optimizer, buffer, c: DQNConfig, beta: float) -> tuple[float, float]:
+    """One gradient step on a batch from the buffer; returns the loss and the batch's mean Q(s, a)."""
+    batch = buffer.sample(c.batch_size, beta) if c.prioritized else buffer.sample(c.batch_size)
+    target = _targets(batch, q_net, target_net, c.gamma, c.double)
     q = q_net(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
     td_error = target - q
     loss = (batch.weights * nn.functional.smooth_l1_loss(q, target, reduction="none")).mean()
@@ -647,5 +679,5 @@ def config_dict(config: DQNConfig) -> dict:
 
 __all__ = [
     "Batch", "ReplayBuffer", "SumTree", "PrioritizedReplayBuffer", "QNetwork", "DQNConfig", "DQNResult",
-    "train_dqn", "evaluate_q_network", "torch_threads", "config_dict", "replace",
+    "train_dqn", "evaluate_q_network", "torch_threads", "config_dict",
 ]

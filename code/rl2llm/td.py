@@ -175,7 +175,8 @@ class ControlResult:
 
 
 def mc_prediction(env, policy, n_episodes: int, gamma: float = 1.0, first_visit: bool = True,
-                  alpha: float | None = None, seed: int = 0, record_every: int | None = None) -> PredictionResult:
+                  alpha: float | None = None, seed: int = 0, V0=None,
+                  record_every: int | None = None) -> PredictionResult:
     """Monte-Carlo estimate of the value of ``policy``: average the returns that followed each state.
 
     After each episode, walk it backwards accumulating the return
@@ -188,8 +189,9 @@ def mc_prediction(env, policy, n_episodes: int, gamma: float = 1.0, first_visit:
     Accepted: ``env`` a gymnasium environment with Discrete spaces; ``policy``
     ``(S,)`` actions or ``(S, A)`` probabilities; ``n_episodes`` a positive
     integer; ``gamma`` in ``[0, 1]``; ``first_visit`` True or False; ``alpha``
-    ``None`` or in ``(0, 1]``; ``seed`` an integer >= 0; ``record_every``
-    ``None`` or a positive integer.
+    ``None`` or in ``(0, 1]``; ``seed`` an integer >= 0; ``V0`` ``None``
+    (zeros) or finite initial values of shape ``(S,)`` (with ``alpha=None``
+    the first return replaces them); ``record_every`` ``None`` or a positive integer.
     """
     S, A = check.discrete_sizes("env", env)
     policy = _checked_policy(policy, S, A)
@@ -198,10 +200,11 @@ def mc_prediction(env, policy, n_episodes: int, gamma: float = 1.0, first_visit:
     first_visit = check.as_bool("first_visit", first_visit)
     alpha = None if alpha is None else check.as_real("alpha", alpha, 0.0, 1.0, low_open=True)
     seed = check.as_int("seed", seed, 0)
+    V = np.zeros(S) if V0 is None else check.as_finite_array("V0", V0, (S,), "(S,)").copy()
     record_every = _checked_record_every(record_every)
 
     rng = np.random.default_rng(seed)
-    V, visits, history = np.zeros(S), np.zeros(S, dtype=int), []
+    visits, history = np.zeros(S, dtype=int), []
     env.reset(seed=seed)
     for episode in range(n_episodes):
         states, rewards = _play_episode(env, policy, rng)
@@ -428,6 +431,9 @@ class _TableEnv(gym.Env):
 
     def __init__(self, table, start: int, n_states: int, n_actions: int):
         self.P = table
+        # cumulative probabilities of each (s, a)'s outcomes: one uniform draw picks the outcome
+        self._cumulative = {(s, a): np.cumsum([o[0] for o in outcomes])
+                            for s, row in table.items() for a, outcomes in row.items()}
         self.observation_space = gym.spaces.Discrete(n_states)
         self.action_space = gym.spaces.Discrete(n_actions)
         self.initial_state_distrib = np.eye(n_states)[start]
@@ -439,8 +445,12 @@ class _TableEnv(gym.Env):
         return self.s, {}
 
     def step(self, action):
-        outcomes = self.P[self.s][int(action)]
-        i = 0 if len(outcomes) == 1 else int(self.np_random.choice(len(outcomes), p=[o[0] for o in outcomes]))
+        action = int(action)
+        outcomes = self.P[self.s][action]
+        i = 0
+        if len(outcomes) > 1:
+            i = min(int(np.searchsorted(self._cumulative[self.s, action], self.np_random.random(), side="right")),
+                    len(outcomes) - 1)
         _, self.s, reward, terminated = outcomes[i]
         return self.s, float(reward), bool(terminated), False, {}
 
