@@ -25,6 +25,7 @@ import torch
 
 from rl2llm.dp import evaluate_policy_exact
 from rl2llm.mdp import FiniteMDP, from_gymnasium, gridworld, random_mdp
+from rl2llm.plotting import plot_runs
 from rl2llm.policies import CategoricalMLP, TabularSoftmaxPolicy, log_softmax_grad, softmax
 from rl2llm.policy_gradient import (
     BanditRuns, TrainingLog, bandit_gradient, bandit_gradient_samples, bandit_reinforce, bandit_value,
@@ -431,6 +432,24 @@ def test_reinforce_learns_cartpole():
         assert np.mean(log.episode_returns[-100:]) >= 450, f"seed {seed}: {np.mean(log.episode_returns[-100:])}"
 
 
+def test_plot_runs_draws_the_mean_the_band_and_every_run():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    runs = np.array([[0.0, 1.0, 2.0], [2.0, 3.0, 4.0], [1.0, 2.0, 3.0]])
+    plot_runs(runs, [10, 20, 30], ax=ax, label="mean", band_label="range")
+    lines = ax.get_lines()
+    assert len(lines) == 4 and np.allclose(lines[0].get_ydata(), [1.0, 2.0, 3.0])
+    assert np.allclose(lines[0].get_xdata(), [10, 20, 30])
+    assert all(line.get_color() == lines[0].get_color() for line in lines)
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["mean", "range"]
+    plt.close(fig)
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -560,6 +579,14 @@ BAD_INPUT = [
     (lambda: reinforce(CARTPOLE, CategoricalMLP(4, 2), 1, 1, 0.01, optimizer="rmsprop"), ValueError, "optimizer"),
     (lambda: reinforce(CARTPOLE, CategoricalMLP(4, 2), 1, 1, 0.01, normalize="yes"), TypeError, "normalize"),
     (lambda: reinforce(CARTPOLE, CategoricalMLP(4, 2), 1, 1, 0.01, label=""), ValueError, "label"),
+    # plotting
+    (lambda: plot_runs([1.0, 2.0]), ValueError, "runs"),
+    (lambda: plot_runs([[1.0, np.nan]]), ValueError, "runs"),
+    (lambda: plot_runs([[1.0, 2.0]], x=[1.0]), ValueError, "x"),
+    (lambda: plot_runs([[1.0, 2.0]], ax="axes"), TypeError, "ax"),
+    (lambda: plot_runs([[1.0, 2.0]], label=3), TypeError, "label"),
+    (lambda: plot_runs([[1.0, 2.0]], color="not a colour"), ValueError, "color"),
+    (lambda: plot_runs([[1.0, 2.0]], show_runs="yes"), TypeError, "show_runs"),
 ]
 
 

@@ -364,3 +364,39 @@ def plot_agent_environment(ax=None, agent: str = "Agent", environment: str = "En
     if title:
         ax.set_title(title)
     return ax
+
+
+# --------------------------------------------------------------------------- learning curves
+
+
+def plot_runs(runs, x=None, ax=None, label: str | None = None, color: str | None = None,
+              band_label: str | None = None, show_runs: bool = True):
+    """Learning curves of several runs (seeds) of one method: never a single lucky run.
+
+    Draws each run as a thin line (``show_runs``), the band from the lowest
+    to the highest run at each point, and their mean as a thick line, all in
+    one colour (the next of the palette unless ``color`` is given). ``label``
+    names the mean line in the legend and ``band_label`` the band.
+
+    ``runs``: finite numbers of shape ``(n_runs, n_points)``; ``x``: ``None``
+    (``0 .. n_points - 1``) or ``(n_points,)`` finite numbers. Added for
+    Lecture 2; every chapter that shows learning curves over seeds uses it.
+    """
+    runs = as_finite_array("runs", runs)
+    if runs.ndim != 2 or 0 in runs.shape:
+        raise ValueError(f"runs must have shape (n_runs, n_points) with both >= 1, got {runs.shape}")
+    x = np.arange(runs.shape[1]) if x is None else as_finite_array("x", x, (runs.shape[1],), "(n_points,)")
+    ax = _check_axes(ax)
+    _check_text("label", label)
+    _check_text("band_label", band_label)
+    show_runs = as_bool("show_runs", show_runs)
+    if color is not None and (not isinstance(color, str) or not matplotlib.colors.is_color_like(color)):
+        raise ValueError(f"color must be a matplotlib colour, got {color!r}")
+    (mean,) = ax.plot(x, runs.mean(axis=0), color=color, linewidth=2.4, label=label, zorder=3)
+    color = mean.get_color()  # the palette's next colour when none was given
+    ax.fill_between(x, runs.min(axis=0), runs.max(axis=0), color=color, alpha=0.15, linewidth=0,
+                    label=band_label, zorder=1)
+    if show_runs:
+        for run in runs:
+            ax.plot(x, run, color=color, linewidth=0.8, alpha=0.45, zorder=2)
+    return ax
