@@ -269,18 +269,24 @@ def test_an_epsilon_schedule_is_used_episode_by_episode():
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_q_learning_on_the_slippery_lake_gets_close_to_the_exact_optimum(seed):
-    """Issue 7: a success rate >= 0.70 over >= 1,000 evaluation episodes (Lecture 1's optimum is 0.744)."""
+    """Issue 7: a success rate >= 0.70 over >= 1,000 evaluation episodes (Lecture 1's optimum is 0.744).
+
+    5,000 episodes, the step size falling from 0.2 to 0.01 and epsilon from 1 to 0.05 over the first half.
+    The learned policy is then exactly as good as the best policy that ignores the clock (Lecture 1's
+    discounted plan): 0.7402, against 0.7442 for the plan that knows how many steps are left.
+    """
     env = gym.make("FrozenLake-v1", is_slippery=True)
-    n = 10_000
-    result = td.td_control(env, "q_learning", n, gamma=0.99, alpha=0.1,
+    n = 5_000
+    result = td.td_control(env, "q_learning", n, gamma=0.99, alpha=td.linear_schedule(0.2, 0.01, n),
                            epsilon=td.linear_schedule(1.0, 0.05, n, 0.5), seed=seed)
     policy = greedy_policy(result.Q)
     success = simulate_policy(env, policy, 2000, seed=100 + seed).mean()
     assert success >= 0.70
     lake = from_gymnasium(env, gamma=1.0)
     exact = evaluate_finite_horizon(lake, policy, 100)[lake.start]
+    clock_blind = evaluate_finite_horizon(lake, value_iteration(lake.with_gamma(0.99)).policy, 100)[lake.start]
     best = finite_horizon(lake, 100)[0][0, lake.start]
-    assert best - exact < 0.02  # the learned policy's exact chance of arriving is close to the best
+    assert abs(exact - clock_blind) < 1e-9 and 0 < best - exact < 0.005
 
 
 # --------------------------------------------------------------------------- bad input

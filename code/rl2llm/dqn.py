@@ -174,7 +174,8 @@ class SumTree:
 
     def __init__(self, capacity: int):
         self.capacity = check.as_int("capacity", capacity, 1)
-        self._leaves = 1 << max(0, (self.capacity - 1).bit_length())  # a power of two >= capacity
+        self._depth = max(0, (self.capacity - 1).bit_length())
+        self._leaves = 1 << self._depth  # a power of two >= capacity
         self._tree = np.zeros(2 * self._leaves)  # node 1 is the root; node i has children 2i, 2i+1
 
     @property
@@ -201,12 +202,9 @@ class SumTree:
     def _update(self, indices: np.ndarray, priorities: np.ndarray) -> None:
         nodes = indices + self._leaves
         self._tree[nodes] = priorities  # with repeated indices, the last one wins
-        nodes = np.unique(nodes // 2)
-        while nodes[0] >= 1:  # recompute each parent from its children: no drift from adding differences
+        for _ in range(self._depth):  # recompute each parent from its children: no drift from adding differences
+            nodes = nodes // 2
             self._tree[nodes] = self._tree[2 * nodes] + self._tree[2 * nodes + 1]
-            if nodes[0] == 1:
-                break
-            nodes = np.unique(nodes // 2)
 
     def find(self, values) -> np.ndarray:
         """For each value ``v`` in ``[0, total)``, the leaf ``i`` with ``sum(p[:i]) <= v < sum(p[:i + 1])``."""
@@ -220,7 +218,7 @@ class SumTree:
     def _find(self, values: np.ndarray) -> np.ndarray:
         nodes = np.ones(len(values), dtype=np.int64)
         values = values.copy()
-        while nodes[0] < self._leaves:  # every path has the same length
+        for _ in range(self._depth):  # from the root down, one level per step
             left = 2 * nodes
             go_right = values >= self._tree[left]
             values -= np.where(go_right, self._tree[left], 0.0)

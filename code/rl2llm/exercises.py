@@ -449,7 +449,7 @@ def _td_reference(case: _TDCase) -> float:
     if case.terminated:
         return case.reward
     Q = np.array([case.q_next], dtype=float)
-    value = _next_value(case.method, Q, None, 0, case.next_action, case.epsilon, np.arange(Q.shape[1]))
+    value = _next_value(case.method, Q, Q, 0, case.next_action, case.epsilon, list(range(Q.shape[1])))
     return case.reward + case.gamma * float(value)
 
 

@@ -84,16 +84,20 @@ def epsilon_greedy(q, epsilon: float, rng: np.random.Generator, allowed=None) ->
         allowed = check.as_actions("allowed", allowed, q.size)
         if allowed.ndim != 1 or allowed.size == 0:
             raise ValueError(f"allowed must be a non-empty list of actions, got shape {allowed.shape}")
-    return _epsilon_greedy(q.astype(float), epsilon, rng, allowed)
+    return _epsilon_greedy(q.astype(float).tolist(), epsilon, rng, allowed.tolist())
 
 
-def _epsilon_greedy(q: np.ndarray, epsilon: float, rng: np.random.Generator, allowed: np.ndarray) -> int:
-    """:func:`epsilon_greedy` without the checks, for the learning loops."""
+def _epsilon_greedy(q: list[float], epsilon: float, rng: np.random.Generator, allowed: list[int]) -> int:
+    """:func:`epsilon_greedy` without the checks, for the learning loops.
+
+    It works on Python lists: for a handful of actions they are several times
+    faster than NumPy, whose every call costs a microsecond or two.
+    """
     if epsilon > 0.0 and rng.random() < epsilon:
-        return int(allowed[rng.integers(len(allowed))])
-    values = q[allowed]
-    best = np.flatnonzero(values == values.max())
-    return int(allowed[best[0] if len(best) == 1 else best[rng.integers(len(best))]])
+        return allowed[int(rng.integers(len(allowed)))]
+    best = max(q[a] for a in allowed)
+    ties = [a for a in allowed if q[a] == best]
+    return ties[0] if len(ties) == 1 else ties[int(rng.integers(len(ties)))]
 
 
 def epsilon_greedy_policy(Q, epsilon: float, action_mask=None) -> np.ndarray:
@@ -304,13 +308,14 @@ def td_control(env, method: str, n_episodes: int, gamma: float = 0.99, alpha: fl
     * ``"double_q"``: two tables, one choosing the best action and the other valuing it,
       which removes Q-learning's maximisation bias (van Hasselt, 2010).
 
-    A terminal ``s'`` is worth 0. ``epsilon`` is a number, or one number per
-    episode (see :func:`linear_schedule`). Progress goes to the build log.
+    A terminal ``s'`` is worth 0. ``alpha`` and ``epsilon`` are numbers, or one
+    number per episode (see :func:`linear_schedule`): Q-learning's guarantee
+    of convergence asks for step sizes that shrink. Progress goes to the build log.
 
     Accepted: ``env`` a gymnasium environment with Discrete spaces; ``method``
     one of :data:`METHODS`; ``n_episodes`` a positive integer; ``gamma`` in
-    ``[0, 1]``; ``alpha`` in ``(0, 1]``; ``epsilon`` in ``[0, 1]`` or an array
-    of ``n_episodes`` such numbers; ``seed`` an integer >= 0; ``Q0`` ``None``
+    ``[0, 1]``; ``alpha`` in ``(0, 1]`` and ``epsilon`` in ``[0, 1]``, each a
+    number or an array of one per episode; ``seed`` an integer >= 0; ``Q0`` ``None``
     (zeros) or finite ``(S, A)`` initial values; ``action_mask`` ``None`` or an
     ``(S, A)`` boolean array (the agent never takes a masked action);
     ``record_every`` ``None`` or a positive integer; ``description`` ``None``
@@ -321,8 +326,8 @@ def td_control(env, method: str, n_episodes: int, gamma: float = 0.99, alpha: fl
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     n_episodes = check.as_int("n_episodes", n_episodes, 1)
     gamma = check.as_real("gamma", gamma, 0.0, 1.0)
-    alpha = check.as_real("alpha", alpha, 0.0, 1.0, low_open=True)
-    epsilons = _checked_epsilons(epsilon, n_episodes)
+    alphas = _checked_schedule("alpha", alpha, n_episodes, low_open=True)
+    epsilons = _checked_schedule("epsilon", epsilon, n_episodes)
     seed = check.as_int("seed", seed, 0)
     Q = np.zeros((S, A)) if Q0 is None else check.as_finite_array("Q0", Q0, (S, A), "(S, A)").copy()
     mask = _checked_mask(action_mask, S, A)
@@ -330,90 +335,94 @@ def td_control(env, method: str, n_episodes: int, gamma: float = 0.99, alpha: fl
     if description is not None and not isinstance(description, str):
         raise TypeError(f"description must be a string or None, got {check.describe(description)}")
 
-    return _td_control(env, method, n_episodes, gamma, alpha, epsilons, seed, Q, mask, record_every,
+    return _td_control(env, method, n_episodes, gamma, alphas, epsilons, seed, Q, mask, record_every,
                        description or f"{method} on {getattr(env.spec, 'id', type(env).__name__)}, seed {seed}")
 
 
-def _td_control(env, method, n_episodes, gamma, alpha, epsilons, seed, Q, mask, record_every, description):
+def _td_control(env, method, n_episodes, gamma, alphas, epsilons, seed, Q, mask, record_every, description):
     rng = np.random.default_rng(seed)
     Q[~mask] = -np.inf  # a masked action is never the greedy one, nor the max
-    Q2 = Q.copy() if method == "double_q" else None
-    allowed = [np.flatnonzero(row) for row in mask]
+    tables = [Q, Q.copy()] if method == "double_q" else [Q]
+    allowed = [np.flatnonzero(row).tolist() for row in mask]
     returns, lengths, first_actions = np.zeros(n_episodes), np.zeros(n_episodes, int), np.zeros(n_episodes, int)
     history = []
     env.reset(seed=seed)
     for episode in progress(range(n_episodes), description):
-        epsilon = epsilons[episode]
+        alpha, epsilon = alphas[episode], epsilons[episode]
         s, _ = env.reset()
-        a = _epsilon_greedy(_acting_row(Q, Q2, s), epsilon, rng, allowed[s])
+        a = _epsilon_greedy(_acting_row(tables, s), epsilon, rng, allowed[s])
         first_actions[episode] = a
         done, total, t = False, 0.0, 0
         while not done:
             s_next, r, terminated, truncated, _ = env.step(a)
             total, t = total + r, t + 1
             done = terminated or truncated
-            # the next action (SARSA's target needs it; after a time limit it is never taken)
-            a_next = 0 if terminated else _epsilon_greedy(_acting_row(Q, Q2, s_next), epsilon, rng,
+            # the next action: SARSA's target needs it (after a time limit it is never taken)
+            a_next = 0 if terminated else _epsilon_greedy(_acting_row(tables, s_next), epsilon, rng,
                                                           allowed[s_next])
-            if method == "double_q" and rng.random() < 0.5:
-                Q, Q2 = Q2, Q  # update the other table this time (swapped back below)
-                swapped = True
-            else:
-                swapped = False
-            if terminated:
-                next_value = 0.0
-            else:
-                next_value = _next_value(method, Q, Q2, s_next, a_next, epsilon, allowed[s_next])
-            Q[s, a] += alpha * (r + gamma * next_value - Q[s, a])
-            if swapped:
-                Q, Q2 = Q2, Q
+            # Double Q-learning updates one of its two tables, chosen by a coin flip
+            update, other = (tables[0], tables[-1]) if len(tables) == 1 or rng.random() < 0.5 else \
+                (tables[1], tables[0])
+            next_value = 0.0 if terminated else _next_value(method, update, other, s_next, a_next, epsilon,
+                                                            allowed[s_next])
+            update[s, a] += alpha * (r + gamma * next_value - update[s, a])
             s, a = s_next, a_next
         returns[episode], lengths[episode] = total, t
         if record_every and (episode + 1) % record_every == 0:
-            history.append(Q.copy() if Q2 is None else (Q + Q2) / 2)
+            history.append(_learned(tables, mask))
     S, A = Q.shape
-    learned = Q if Q2 is None else (Q + Q2) / 2
-    learned = np.where(mask, learned, -np.inf)
-    return ControlResult(learned, method, returns, lengths, first_actions,
-                         None if Q2 is None else (Q, Q2),
+    return ControlResult(_learned(tables, mask), method, returns, lengths, first_actions,
+                         (tables[0], tables[1]) if len(tables) == 2 else None,
                          np.array(history).reshape(len(history), S, A))
 
 
-def _acting_row(Q: np.ndarray, Q2, s: int) -> np.ndarray:
+def _learned(tables: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
+    """The learned values: the table, or the mean of Double Q-learning's two; -inf where masked."""
+    return np.where(mask, sum(tables) / len(tables), -np.inf)
+
+
+def _acting_row(tables: list[np.ndarray], s: int) -> list[float]:
     """The action values the agent acts on in ``s``: Double Q-learning acts on the sum of its two tables."""
-    return Q[s] if Q2 is None else Q[s] + Q2[s]
+    return tables[0][s].tolist() if len(tables) == 1 else (tables[0][s] + tables[1][s]).tolist()
 
 
-def _next_value(method: str, Q: np.ndarray, Q2, s_next: int, a_next: int, epsilon: float,
-                allowed_next: np.ndarray) -> float:
-    """The value of the next state that each method's target uses (the heart of the four methods)."""
-    if method == "sarsa":  # the action actually taken next
-        return Q[s_next, a_next]
-    if method == "q_learning":  # the best action, whatever will be taken
-        return Q[s_next].max()
+def _next_value(method: str, Q: np.ndarray, other: np.ndarray, s_next: int, a_next: int, epsilon: float,
+                allowed_next: list[int]) -> float:
+    """The value of the next state in the target ``r + gamma * value``: the only difference between the methods.
+
+    ``Q`` is the table being updated; ``other`` is Double Q-learning's second table.
+    """
+    row = Q[s_next].tolist()
+    if method == "sarsa":           # the action the agent takes next (on-policy)
+        return row[a_next]
+    if method == "q_learning":      # the best action, whatever the agent takes (off-policy)
+        return max(row[a] for a in allowed_next)
     if method == "expected_sarsa":  # the average under the epsilon-greedy policy
-        row = Q[s_next][allowed_next]
-        greedy = row == row.max()
-        probs = epsilon / len(row) + (1.0 - epsilon) * greedy / greedy.sum()
-        return float(probs @ row)
-    # double_q: this table picks the action, the other one says what it is worth
-    row = Q[s_next]
-    best = np.flatnonzero(row == row.max())
-    return Q2[s_next, best[0]]
+        best = max(row[a] for a in allowed_next)
+        greedy = [a for a in allowed_next if row[a] == best]
+        explore = epsilon / len(allowed_next)
+        return sum((explore + (1.0 - epsilon) / len(greedy) * (row[a] == best)) * row[a] for a in allowed_next)
+    # double_q: the table being updated picks the best action, the other table says what it is worth
+    best = max(row[a] for a in allowed_next)
+    choice = next(a for a in allowed_next if row[a] == best)
+    return float(other[s_next, choice])
 
 
-def _checked_epsilons(epsilon, n_episodes: int) -> np.ndarray:
-    if isinstance(epsilon, (numbers.Real, np.floating)) and not isinstance(epsilon, (bool, np.bool_)):
-        return np.full(n_episodes, check.as_real("epsilon", epsilon, 0.0, 1.0))
-    if isinstance(epsilon, (bool, np.bool_, str)) or epsilon is None:
-        raise TypeError(f"epsilon must be a number in [0, 1] or an array of one per episode, "
-                        f"got {check.describe(epsilon)}")
-    array = check.as_finite_array("epsilon", epsilon)
+def _checked_schedule(name: str, value, n_episodes: int, low_open: bool = False) -> np.ndarray:
+    """A number in [0, 1] (``(0, 1]`` with ``low_open``), or one such number per episode, as an array."""
+    interval = "(0, 1]" if low_open else "[0, 1]"
+    if isinstance(value, (numbers.Real, np.floating)) and not isinstance(value, (bool, np.bool_)):
+        return np.full(n_episodes, check.as_real(name, value, 0.0, 1.0, low_open=low_open))
+    if isinstance(value, (bool, np.bool_, str)) or value is None:
+        raise TypeError(f"{name} must be a number in {interval} or an array of one per episode, "
+                        f"got {check.describe(value)}")
+    array = check.as_finite_array(name, value)
     if array.shape != (n_episodes,):
-        raise ValueError(f"epsilon must be a number or one number per episode, shape ({n_episodes},); "
+        raise ValueError(f"{name} must be a number or one number per episode, shape ({n_episodes},); "
                          f"got shape {array.shape}")
-    if (array < 0).any() or (array > 1).any():
-        raise ValueError(f"epsilon must lie in [0, 1], got {array[(array < 0) | (array > 1)][0]}")
+    bad = (array <= 0 if low_open else array < 0) | (array > 1)
+    if bad.any():
+        raise ValueError(f"{name} must lie in {interval}, got {array[bad][0]}")
     return array
 
 
