@@ -191,8 +191,9 @@ class CategoricalMLP(nn.Module):
         ``(n,)`` whole numbers in ``0 .. n_actions - 1``.
         """
         obs = self._as_tensor(observations)
-        actions = check.as_actions("actions", np.asarray(actions.cpu() if isinstance(actions, torch.Tensor)
-                                                         else actions), self.n_actions)
+        if isinstance(actions, torch.Tensor):
+            actions = actions.detach().cpu().numpy()
+        actions = check.as_actions("actions", actions, self.n_actions)
         if actions.shape != (obs.shape[0],):
             raise ValueError(f"actions must have shape (n,) = ({obs.shape[0]},), one per observation, "
                              f"got {actions.shape}")

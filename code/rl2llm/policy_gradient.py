@@ -38,9 +38,11 @@ from .rollouts import reward_to_go as _reward_to_go  # policy_gradient_weights h
 # --------------------------------------------------------------------------- weights
 
 
-def policy_gradient_weights(rollout: Rollout, gamma: float = 1.0, *, reward_to_go: bool = True,
-                            baseline=None, normalize: bool = False, discount_steps: bool = False) -> np.ndarray:
-    """The weight of each step's ``grad log pi(a_t | s_t)`` in a REINFORCE estimate, shape ``(T,)``.
+def policy_gradient_weights(rollout: Rollout, gamma: float = 1.0, *,
+                            reward_to_go: bool = True, baseline=None,
+                            normalize: bool = False,
+                            discount_steps: bool = False) -> np.ndarray:
+    """The weight of each step's ``grad log pi(a_t | s_t)`` in a REINFORCE estimate, ``(T,)``.
 
     1. ``reward_to_go=True``: the discounted reward from step ``t`` on;
        ``False``: the discounted return of the whole episode, the same for all
@@ -62,30 +64,32 @@ def policy_gradient_weights(rollout: Rollout, gamma: float = 1.0, *, reward_to_g
     if not isinstance(rollout, Rollout):
         raise TypeError(f"rollout must be a Rollout, got {check.describe(rollout)}")
     if rollout.rewards.ndim != 1:
-        raise ValueError(f"rollout must be one (T,) stream of whole episodes, got shape {rollout.rewards.shape}")
+        raise ValueError(f"rollout must be one (T,) stream of whole episodes, "
+                         f"got shape {rollout.rewards.shape}")
     if rollout.n_steps == 0 or not rollout.dones[-1]:
-        raise ValueError("rollout must hold whole episodes: its last step must end an episode")
+        raise ValueError("rollout must hold whole episodes: its last step must end one")
     gamma = check.as_real("gamma", gamma, 0.0, 1.0)
     use_rtg = check.as_bool("reward_to_go", reward_to_go)
     normalize = check.as_bool("normalize", normalize)
     discount_steps = check.as_bool("discount_steps", discount_steps)
     if discount_steps and not use_rtg:
-        raise ValueError("discount_steps=True needs reward_to_go=True: the whole return of an episode is "
-                         "already discounted from its start")
+        raise ValueError("discount_steps=True needs reward_to_go=True: the whole return "
+                         "of an episode is already discounted from its start")
 
     G = _reward_to_go(rollout.rewards, rollout.dones, gamma)
-    if not use_rtg:  # every step gets its episode's full return: the reward-to-go of its first step
-        episode = episode_index(rollout.dones)
+    if not use_rtg:  # each step gets its episode's return: G at the episode's first step
         first = np.concatenate([[0], np.flatnonzero(rollout.dones[:-1]) + 1])
-        G = G[first][episode]
+        G = G[first][episode_index(rollout.dones)]
     if baseline is None:
         weights = G
     elif isinstance(baseline, str):
         if baseline != "mean":
-            raise ValueError(f"baseline must be None, 'mean' or a (T,) array of values, got {baseline!r}")
+            raise ValueError(f"baseline must be None, 'mean' or a (T,) array of values, "
+                             f"got {baseline!r}")
         weights = G - G.mean()
     else:
-        weights = G - check.as_finite_array("baseline", baseline, (rollout.n_steps,), "(T,)")
+        T = rollout.n_steps
+        weights = G - check.as_finite_array("baseline", baseline, (T,), "(T,)")
     if discount_steps:
         weights = weights * gamma ** steps_since_start(rollout.dones)
     if normalize:
@@ -265,9 +269,10 @@ def exact_policy_gradient(mdp: FiniteMDP, theta, start=None) -> np.ndarray:
 
 
 def discounted_visits(mdp: FiniteMDP, probs, start=None) -> np.ndarray:
-    """``d(s) = sum_t gamma^t Pr(s_t = s)`` from ``start`` under ``probs`` (``(S, A)``), zero in terminal states.
+    """``d(s) = sum_t gamma^t Pr(s_t = s)`` from ``start`` under ``probs`` (``(S, A)``).
 
-    With ``gamma = 1`` it is the expected number of visits to each state in an episode.
+    Zero in terminal states. With ``gamma = 1`` it is the expected number of
+    visits to each state in an episode.
     """
     _check_mdp(mdp)
     probs = check.as_policy("probs", probs, mdp.n_states, mdp.n_actions)
@@ -277,8 +282,9 @@ def discounted_visits(mdp: FiniteMDP, probs, start=None) -> np.ndarray:
     live = ~mdp.terminal
     A = np.eye(int(live.sum())) - mdp.gamma * P_pi[np.ix_(live, live)].T
     if np.linalg.cond(A) > 1e12:
-        raise np.linalg.LinAlgError("the policy can go on forever without reaching a terminal state, so with "
-                                    "gamma = 1 it visits some state infinitely often")
+        raise np.linalg.LinAlgError(
+            "the policy can go on forever without reaching a terminal state, so "
+            "with gamma = 1 it visits some state infinitely often")
     d = np.zeros(mdp.n_states)
     d[live] = np.linalg.solve(A, mu[live])
     return d
@@ -324,7 +330,8 @@ def _checked_mdp_theta(mdp: FiniteMDP, theta) -> np.ndarray:
 
 
 def reinforce_loss(policy: CategoricalMLP, rollout: Rollout, weights) -> torch.Tensor:
-    """The loss whose gradient is minus the REINFORCE estimate: ``-(1/n) sum_t log pi(a_t|s_t) weights[t]``.
+    """The loss whose gradient is minus the REINFORCE estimate:
+    ``-(1/n) sum_t log pi(a_t | s_t) weights[t]``.
 
     ``n`` is the number of episodes, so the gradient is the average over
     episodes of each episode's estimate. The weights are constants (no
@@ -339,7 +346,8 @@ def reinforce_loss(policy: CategoricalMLP, rollout: Rollout, weights) -> torch.T
         raise ValueError("rollout must be one (T,) stream holding at least one whole episode")
     weights = check.as_finite_array("weights", weights, (rollout.n_steps,), "(T,)")
     log_probs = policy.log_prob(rollout.observations, rollout.actions)
-    return -(log_probs * torch.as_tensor(weights, dtype=log_probs.dtype)).sum() / rollout.n_episodes
+    weights = torch.as_tensor(weights, dtype=log_probs.dtype)
+    return -(log_probs * weights).sum() / rollout.n_episodes
 
 
 @dataclass
@@ -361,10 +369,11 @@ class TrainingLog:
 _OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
-def reinforce(env, policy: CategoricalMLP, n_updates: int, episodes_per_update: int, lr: float,
-              gamma: float = 0.99, *, reward_to_go: bool = True, baseline="mean", normalize: bool = True,
-              optimizer: str = "adam", seed: int = 0, label: str = "REINFORCE") -> TrainingLog:
-    """Train ``policy`` with REINFORCE: play whole episodes, weight each step, take a gradient step; repeat.
+def reinforce(env, policy: CategoricalMLP, n_updates: int, episodes_per_update: int,
+              lr: float, gamma: float = 0.99, *, reward_to_go: bool = True,
+              baseline="mean", normalize: bool = True, optimizer: str = "adam",
+              seed: int = 0, label: str = "REINFORCE") -> TrainingLog:
+    """Train ``policy`` with REINFORCE: play whole episodes, weight each step, step; repeat.
 
     Each of the ``n_updates`` updates plays ``episodes_per_update`` episodes
     with the current policy (:func:`rl2llm.rollouts.collect_episodes`),
@@ -388,7 +397,8 @@ def reinforce(env, policy: CategoricalMLP, n_updates: int, episodes_per_update: 
     if not (baseline is None or baseline == "mean"):
         raise ValueError(f"baseline must be None or 'mean', got {check.describe(baseline)}")
     if optimizer not in _OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}")
+        raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, "
+                         f"got {optimizer!r}")
     seed = check.as_int("seed", seed, 0)
     if not isinstance(label, str) or not label:
         raise ValueError(f"label must be a non-empty string, got {label!r}")
@@ -396,15 +406,16 @@ def reinforce(env, policy: CategoricalMLP, n_updates: int, episodes_per_update: 
     opt = _OPTIMIZERS[optimizer](policy.parameters(), lr=lr)
     log = TrainingLog()
     for update in progress(range(n_updates), label):
-        batch = collect_episodes(env, policy, episodes_per_update, seed=seed if update == 0 else None)
-        weights = policy_gradient_weights(batch, gamma, reward_to_go=reward_to_go, baseline=baseline,
-                                          normalize=normalize)
+        batch = collect_episodes(env, policy, episodes_per_update,
+                                 seed=seed if update == 0 else None)
+        weights = policy_gradient_weights(batch, gamma, reward_to_go=reward_to_go,
+                                          baseline=baseline, normalize=normalize)
         loss = reinforce_loss(policy, batch, weights)
         opt.zero_grad()
         loss.backward()
+        opt.step()
         grads = [p.grad.flatten() for p in policy.parameters() if p.grad is not None]
         log.grad_norms.append(float(torch.cat(grads).norm()))
-        opt.step()
         returns = batch.episode_returns()
         log.episode_returns.extend(returns.tolist())
         log.mean_returns.append(float(returns.mean()))

@@ -120,8 +120,8 @@ def _per_episode(rewards: np.ndarray, dones: np.ndarray, summary) -> np.ndarray:
 
 
 def reward_to_go(rewards, dones, gamma: float = 1.0) -> np.ndarray:
-    """``G_t = r_t + gamma * G_{t+1}``, restarted at the end of every episode: the (discounted) reward
-    still to come from each step on, counting nothing that happened before it.
+    """``G_t = r_t + gamma * G_{t+1}``, restarted at the end of every episode: the
+    (discounted) reward still to come from each step on, nothing from before it.
 
     ``rewards``: ``(T,)`` or ``(T, N)`` finite numbers, time along axis 0;
     ``dones``: bools of the same shape, True at the last step of each episode;
@@ -134,7 +134,7 @@ def reward_to_go(rewards, dones, gamma: float = 1.0) -> np.ndarray:
     dones = _checked_dones(dones, rewards.shape)
     gamma = check.as_real("gamma", gamma, 0.0, 1.0)
     out = np.empty_like(rewards)
-    if rewards.ndim == 1:  # plain floats: several times faster than NumPy scalars in a Python loop
+    if rewards.ndim == 1:  # a loop over plain floats: faster than over NumPy scalars
         running = 0.0
         r, d = rewards.tolist(), dones.tolist()
         for t in range(len(r) - 1, -1, -1):
@@ -182,25 +182,26 @@ def steps_since_start(dones) -> np.ndarray:
 
 def collect_episodes(env, policy, n_episodes: int, seed: int | None = None,
                      max_steps: int = 10_000_000) -> Rollout:
-    """Run ``policy`` in ``env`` for ``n_episodes`` whole episodes; return them as one ``(T,)`` stream.
+    """Run ``policy`` in ``env`` for ``n_episodes`` whole episodes, as one ``(T,)`` stream.
 
-    ``env`` is a gymnasium environment or a gymnasium vector environment (its
-    ``N`` copies run side by side, and each contributes ``n_episodes / N``
-    episodes, rounded, decided before any episode is played: taking the first
-    episodes to *finish* would favour short ones and bias every average).
-    Both of gymnasium's automatic-reset modes, next-step and same-step, are
-    handled; the steps a vector environment spends resetting are not recorded.
+    ``env`` is a gymnasium environment or a gymnasium vector environment. The
+    ``N`` copies of a vector environment run side by side, and each contributes
+    ``n_episodes / N`` episodes, rounded, decided before any episode is played:
+    keeping the first episodes to *finish* would favour short ones and bias
+    every average. Both of gymnasium's automatic-reset modes, next-step and
+    same-step, are handled; the steps a copy spends resetting are not recorded.
     ``policy`` needs ``act(observations) -> (actions, log_probs)`` on a batch.
 
-    ``seed`` (``None`` or an integer >= 0) seeds the environment's first
-    reset; the policy's own randomness is seeded separately
+    ``seed`` (``None`` or an integer >= 0) seeds the environment's first reset;
+    the policy's own randomness is seeded separately
     (:func:`rl2llm.seeding.seed_everything`). ``max_steps`` bounds the number of
     environment steps: an environment with no time limit and a policy that
     never ends an episode raise a ``RuntimeError`` instead of running forever.
     """
     vector = isinstance(env, gym.vector.VectorEnv)
     if not vector and not isinstance(env, gym.Env):
-        raise TypeError(f"env must be a gymnasium Env or VectorEnv, got {check.describe(env)}")
+        raise TypeError(f"env must be a gymnasium Env or VectorEnv, "
+                        f"got {check.describe(env)}")
     check_policy("policy", policy)
     n_episodes = check.as_int("n_episodes", n_episodes, 1)
     if seed is not None:
@@ -208,37 +209,40 @@ def collect_episodes(env, policy, n_episodes: int, seed: int | None = None,
     max_steps = check.as_int("max_steps", max_steps, 1)
     n_envs = env.num_envs if vector else 1
     mode = _autoreset_mode(env) if vector else "same-step"
-    quota = np.array([n_episodes // n_envs + (i < n_episodes % n_envs) for i in range(n_envs)])
+    quota = np.array([n_episodes // n_envs + (i < n_episodes % n_envs)
+                      for i in range(n_envs)])
 
     obs, _ = env.reset(seed=seed)
     obs = np.asarray(obs) if vector else np.asarray(obs)[None]
     finished = np.zeros(n_envs, dtype=int)
-    resetting = np.zeros(n_envs, dtype=bool)  # next-step mode: this step only resets that environment
+    resetting = np.zeros(n_envs, dtype=bool)  # next-step mode: this step only resets
     steps: dict[str, list] = {name: [] for name in (*_FIELDS, "keep")}
     n_steps = 0
     while (finished < quota).any():
         if n_steps >= max_steps:
-            raise RuntimeError(f"collect_episodes: max_steps={max_steps} environment steps, and only "
-                               f"{finished.sum()} of {n_episodes} episodes have ended; does the environment "
-                               "have a time limit?")
+            raise RuntimeError(
+                f"collect_episodes: max_steps={max_steps} environment steps, and only "
+                f"{finished.sum()} of {n_episodes} episodes have ended; does the "
+                "environment have a time limit?")
         actions, log_probs = _act(policy, obs, n_envs)
         if vector:
             next_obs, rewards, terminated, truncated, info = env.step(actions)
             next_obs = np.asarray(next_obs)
             final_obs = next_obs.copy()
             done = np.asarray(terminated) | np.asarray(truncated)
-            if mode == "same-step" and done.any():  # the returned observation already starts the next episode
+            if mode == "same-step" and done.any():  # next_obs already starts anew
                 for i in np.flatnonzero(done):
                     final_obs[i] = info["final_obs"][i]
         else:
             o, r, term, trunc, _ = env.step(actions[0].item())
             next_obs = final_obs = np.asarray(o)[None]
-            rewards, terminated, truncated = np.array([r], dtype=float), np.array([term]), np.array([trunc])
+            rewards = np.array([r], dtype=float)
+            terminated, truncated = np.array([term]), np.array([trunc])
             if term or trunc:
                 next_obs = np.asarray(env.reset()[0])[None]
         keep = ~resetting & (finished < quota)
-        for name, value in zip((*_FIELDS, "keep"), (obs, actions, rewards, terminated, truncated, log_probs,
-                                                    final_obs, keep)):
+        values = (obs, actions, rewards, terminated, truncated, log_probs, final_obs, keep)
+        for name, value in zip((*_FIELDS, "keep"), values):
             steps[name].append(np.asarray(value))
         ended = (np.asarray(terminated) | np.asarray(truncated)) & ~resetting
         finished += ended & keep
@@ -247,7 +251,8 @@ def collect_episodes(env, policy, n_episodes: int, seed: int | None = None,
         n_steps += 1
 
     stacked = {name: np.stack(values) for name, values in steps.items()}  # (T, N, ...)
-    order = [(t, i) for i in range(n_envs) for t in np.flatnonzero(stacked["keep"][:, i])]
+    order = [(t, i) for i in range(n_envs)
+             for t in np.flatnonzero(stacked["keep"][:, i])]  # copy by copy, in order
     rows, cols = (np.array(x, dtype=int) for x in zip(*order))
     data = {name: stacked[name][rows, cols] for name in _FIELDS}
     data["rewards"] = data["rewards"].astype(float)
