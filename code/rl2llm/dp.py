@@ -38,11 +38,9 @@ def q_from_v(mdp: FiniteMDP, V: np.ndarray) -> np.ndarray:
 
 def _q_from_v(mdp: FiniteMDP, V: np.ndarray) -> np.ndarray:
     """:func:`q_from_v` without the argument check, for the solvers' inner loops."""
-    Q = mdp._expected_next(V)  # a fresh (S, A) array: scale and shift it in place
-    Q *= mdp.gamma
-    Q += mdp.R
-    # terminal states are worth 0 (row indices: several times faster than a 2-D boolean mask)
-    Q[np.flatnonzero(mdp.terminal)] = 0.0
+    # Q[s, a] = R[s, a] + gamma * E[V(s') | s, a], for every state and action at once
+    Q = mdp.R + mdp.gamma * mdp._expected_next(V)
+    Q[mdp.terminal] = 0.0  # the episode is over: terminal states are worth 0
     return Q
 
 
