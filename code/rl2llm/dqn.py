@@ -206,6 +206,14 @@ class SumTree:
             nodes = nodes // 2
             self._tree[nodes] = self._tree[2 * nodes] + self._tree[2 * nodes + 1]
 
+    def _update_one(self, index: int, priority: float) -> None:
+        """:meth:`_update` for a single leaf, in plain Python (one call per step of the agent)."""
+        tree, node = self._tree, index + self._leaves
+        tree[node] = priority
+        for _ in range(self._depth):
+            node //= 2
+            tree[node] = tree[2 * node] + tree[2 * node + 1]
+
     def find(self, values) -> np.ndarray:
         """For each value ``v`` in ``[0, total)``, the leaf ``i`` with ``sum(p[:i]) <= v < sum(p[:i + 1])``."""
         values = check.as_finite_array("values", np.atleast_1d(values))
@@ -251,7 +259,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def _add(self, obs, action, reward, next_obs, terminated) -> int:
         i = super()._add(obs, action, reward, next_obs, terminated)
-        self.tree._update(np.array([i]), np.array([self.max_priority ** self.alpha]))
+        self.tree._update_one(i, self.max_priority ** self.alpha)
         return i
 
     def probabilities(self) -> np.ndarray:

@@ -295,7 +295,7 @@ def _checked_record_every(record_every) -> int | None:
 
 def td_control(env, method: str, n_episodes: int, gamma: float = 0.99, alpha: float = 0.1, epsilon=0.1,
                seed: int = 0, Q0=None, action_mask=None, record_every: int | None = None,
-               description: str | None = None) -> ControlResult:
+               description: str | None = None, quiet: bool = False) -> ControlResult:
     """Learn action values by playing ``env`` epsilon-greedily, with one of four TD targets.
 
     After every step ``(s, a, r, s')`` the estimate ``Q(s, a)`` moves a step
@@ -319,7 +319,8 @@ def td_control(env, method: str, n_episodes: int, gamma: float = 0.99, alpha: fl
     (zeros) or finite ``(S, A)`` initial values; ``action_mask`` ``None`` or an
     ``(S, A)`` boolean array (the agent never takes a masked action);
     ``record_every`` ``None`` or a positive integer; ``description`` ``None``
-    or a string.
+    or a string (what the progress lines say); ``quiet`` True or False (no
+    progress lines, for many short runs).
     """
     S, A = check.discrete_sizes("env", env)
     if method not in METHODS:
@@ -334,20 +335,24 @@ def td_control(env, method: str, n_episodes: int, gamma: float = 0.99, alpha: fl
     record_every = _checked_record_every(record_every)
     if description is not None and not isinstance(description, str):
         raise TypeError(f"description must be a string or None, got {check.describe(description)}")
+    quiet = check.as_bool("quiet", quiet)
+    episodes = range(n_episodes)
+    if not quiet:
+        label = description or f"{method} on {getattr(env.spec, 'id', type(env).__name__)}, seed {seed}"
+        episodes = progress(episodes, label)
+    return _td_control(env, method, episodes, gamma, alphas, epsilons, seed, Q, mask, record_every)
 
-    return _td_control(env, method, n_episodes, gamma, alphas, epsilons, seed, Q, mask, record_every,
-                       description or f"{method} on {getattr(env.spec, 'id', type(env).__name__)}, seed {seed}")
 
-
-def _td_control(env, method, n_episodes, gamma, alphas, epsilons, seed, Q, mask, record_every, description):
+def _td_control(env, method, episodes, gamma, alphas, epsilons, seed, Q, mask, record_every):
     rng = np.random.default_rng(seed)
     Q[~mask] = -np.inf  # a masked action is never the greedy one, nor the max
     tables = [Q, Q.copy()] if method == "double_q" else [Q]
     allowed = [np.flatnonzero(row).tolist() for row in mask]
+    n_episodes = len(alphas)
     returns, lengths, first_actions = np.zeros(n_episodes), np.zeros(n_episodes, int), np.zeros(n_episodes, int)
     history = []
     env.reset(seed=seed)
-    for episode in progress(range(n_episodes), description):
+    for episode in episodes:
         alpha, epsilon = alphas[episode], epsilons[episode]
         s, _ = env.reset()
         a = _epsilon_greedy(_acting_row(tables, s), epsilon, rng, allowed[s])
