@@ -377,3 +377,16 @@ def test_there_are_bad_input_cases_for_every_public_function():
 def test_bad_input_is_refused_with_the_argument_named(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_acting_in_numpy_agrees_with_the_network():
+    """The training loop acts through QNetwork._act (NumPy, one observation): same choices as forward."""
+    rng = np.random.default_rng(0)
+    for dueling in (False, True):
+        torch.manual_seed(2)
+        net = QNetwork(4, 3, hidden=(16, 8), dueling=dueling)
+        obs = rng.normal(size=(300, 4)).astype(np.float32)
+        assert [net._act(o) for o in obs] == net(torch.from_numpy(obs)).argmax(dim=1).tolist()
+        with torch.no_grad():  # the NumPy views follow in-place changes of the weights
+            net.body[0].weight.mul_(-3.0)
+        assert [net._act(o) for o in obs] == net(torch.from_numpy(obs)).argmax(dim=1).tolist()

@@ -138,7 +138,7 @@ class ReplayBuffer:
         return i
 
     def sample(self, batch_size: int) -> Batch:
-        """``batch_size`` transitions drawn uniformly, with replacement; importance weights all 1."""
+        """``batch_size`` transitions, drawn uniformly (weights all 1)."""
         batch_size = self._checked_batch_size(batch_size)
         indices = self.rng.integers(0, self.size, size=batch_size)
         return self._batch(indices, np.ones(batch_size, np.float32))
@@ -268,7 +268,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return p / p.sum()
 
     def sample(self, batch_size: int, beta: float = 0.4) -> Batch:
-        """``batch_size`` transitions drawn with probability ``P(i)``, with their importance weights.
+        """``batch_size`` transitions drawn with probabilities ``P(i)``, and weights.
 
         The range ``[0, total)`` is cut into ``batch_size`` equal slices and one
         value is drawn in each (stratified, as in the paper), so a batch
@@ -277,8 +277,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         batch_size = self._checked_batch_size(batch_size)
         beta = check.as_real("beta", beta, 0.0, 1.0)
         total = self.tree.total
-        values = (np.arange(batch_size) + self.rng.random(batch_size)) * (total / batch_size)
-        values = np.minimum(values, np.nextafter(total, 0.0))
+        slices = (np.arange(batch_size) + self.rng.random(batch_size)) / batch_size
+        values = np.minimum(slices * total, np.nextafter(total, 0.0))
         indices = np.minimum(self.tree._find(values), self.size - 1)
         leaves = self.tree._tree[self.tree._leaves:self.tree._leaves + self.size]
         probs = leaves[indices] / total
@@ -347,6 +347,20 @@ class QNetwork(nn.Module):
         advantage = self.advantage(h)
         return self.value(h) + advantage - advantage.mean(dim=-1, keepdim=True)
 
+    def _act(self, obs: np.ndarray) -> int:
+        """The greedy action for one observation, computed in NumPy (no argument checks).
+
+        The same arithmetic as :meth:`forward`, in float32, on views of the
+        parameters (so it always sees the current weights). For a network this
+        small, PyTorch's overhead per call costs more than the arithmetic, and
+        the training loop acts once per step.
+        """
+        h = _numpy_layers(self.body, np.asarray(obs, dtype=np.float32))
+        if not self.dueling:
+            return int(np.argmax(_numpy_layers([self.head], h)))
+        advantage = _numpy_layers(self.advantage, h)
+        return int(np.argmax(_numpy_layers(self.value, h) + advantage - advantage.mean()))
+
     def greedy_actions(self, obs) -> np.ndarray:
         """The action with the highest value for each observation in ``obs`` (``(n, obs_dim)`` or ``(obs_dim,)``)."""
         array = check.as_finite_array("obs", obs)
@@ -355,6 +369,16 @@ class QNetwork(nn.Module):
                              f"got {array.shape}")
         with torch.no_grad():
             return self(torch.as_tensor(array, dtype=torch.float32)).argmax(dim=-1).numpy()
+
+
+def _numpy_layers(layers, h: np.ndarray) -> np.ndarray:
+    """Apply a sequence of Linear and ReLU layers to one input, in NumPy."""
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            h = layer.weight.detach().numpy() @ h + layer.bias.detach().numpy()
+        else:
+            h = np.maximum(h, 0.0)
+    return h
 
 
 def _hidden(hidden) -> tuple[int, ...]:
@@ -551,8 +575,7 @@ def _train_dqn(env, env_id, c: DQNConfig, seed, eval_every, eval_episodes, keep_
         if rng.random() < epsilons[step]:
             action = int(rng.integers(n_actions))
         else:
-            with torch.no_grad():
-                action = int(q_net(torch.as_tensor(obs, dtype=torch.float32)).argmax())
+            action = q_net._act(obs)
         next_obs, reward, terminated, truncated, _ = env.step(action)
         buffer._add(obs, action, reward, next_obs, terminated)
         episode_return += reward
@@ -594,11 +617,12 @@ def _n_updates(c: DQNConfig) -> int:
     return phases * c.gradient_steps
 
 
-def _targets(batch: Batch, q_net: QNetwork, target_net: QNetwork, gamma: float, double: bool) -> torch.Tensor:
-    """``r + gamma * Q_target(s', a*)`` for each transition; 0 after the ``r`` when the episode ended.
+def _targets(batch: Batch, q_net: QNetwork, target_net: QNetwork, gamma: float,
+             double: bool) -> torch.Tensor:
+    """``r + gamma * Q_target(s', a*)`` per transition (just ``r`` after an end).
 
-    DQN takes ``a*`` = the best action by the target network (the max);
-    Double DQN lets the online network choose ``a*`` and the target network value it.
+    DQN takes ``a*``, the best action by the target network (the max); Double
+    DQN lets the online network choose ``a*`` and the target network value it.
     """
     with torch.no_grad():
         next_q = target_net(batch.next_obs)
@@ -610,13 +634,18 @@ def _targets(batch: Batch, q_net: QNetwork, target_net: QNetwork, gamma: float, 
         return batch.rewards + gamma * (1.0 - batch.terminated) * next_value
 
 
-def _dqn_update(q_net, target_net, optimizer, buffer, c: DQNConfig, beta: float) -> tuple[float, float]:
-    """One gradient step on a batch from the buffer; returns the loss and the batch's mean Q(s, a)."""
-    batch = buffer.sample(c.batch_size, beta) if c.prioritized else buffer.sample(c.batch_size)
+def _dqn_update(q_net, target_net, optimizer, buffer, c: DQNConfig,
+                beta: float) -> tuple[float, float]:
+    """One gradient step on a batch from the buffer; returns the loss and mean Q."""
+    if c.prioritized:
+        batch = buffer.sample(c.batch_size, beta)
+    else:
+        batch = buffer.sample(c.batch_size)
     target = _targets(batch, q_net, target_net, c.gamma, c.double)
     q = q_net(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
     td_error = target - q
-    loss = (batch.weights * nn.functional.smooth_l1_loss(q, target, reduction="none")).mean()
+    huber = nn.functional.smooth_l1_loss(q, target, reduction="none")
+    loss = (batch.weights * huber).mean()  # the weights are all 1 without priorities
     optimizer.zero_grad()
     loss.backward()
     if c.max_grad_norm is not None:

@@ -87,7 +87,8 @@ def epsilon_greedy(q, epsilon: float, rng: np.random.Generator, allowed=None) ->
     return _epsilon_greedy(q.astype(float).tolist(), epsilon, rng, allowed.tolist())
 
 
-def _epsilon_greedy(q: list[float], epsilon: float, rng: np.random.Generator, allowed: list[int]) -> int:
+def _epsilon_greedy(q: list[float], epsilon: float, rng: np.random.Generator,
+                    allowed: list[int]) -> int:
     """:func:`epsilon_greedy` without the checks, for the learning loops.
 
     It works on Python lists: for a handful of actions they are several times
@@ -217,7 +218,7 @@ def mc_prediction(env, policy, n_episodes: int, gamma: float = 1.0, first_visit:
             G = rewards[t] + gamma * G
             s = states[t]
             if first_visit and s in states[:t]:
-                continue  # not the first visit: the first one (earlier) gets this episode's return
+                continue  # a later visit: the first one, earlier, takes this return
             visits[s] += 1
             V[s] += (1.0 / visits[s] if alpha is None else alpha) * (G - V[s])
         if record_every and (episode + 1) % record_every == 0:
@@ -366,10 +367,13 @@ def _td_control(env, method, episodes, gamma, alphas, epsilons, seed, Q, mask, r
             a_next = 0 if terminated else _epsilon_greedy(_acting_row(tables, s_next), epsilon, rng,
                                                           allowed[s_next])
             # Double Q-learning updates one of its two tables, chosen by a coin flip
-            update, other = (tables[0], tables[-1]) if len(tables) == 1 or rng.random() < 0.5 else \
-                (tables[1], tables[0])
-            next_value = 0.0 if terminated else _next_value(method, update, other, s_next, a_next, epsilon,
-                                                            allowed[s_next])
+            update, other = tables[0], tables[-1]
+            if len(tables) == 2 and rng.random() >= 0.5:
+                update, other = tables[1], tables[0]
+            next_value = 0.0  # nothing follows the end of an episode
+            if not terminated:
+                next_value = _next_value(method, update, other, s_next, a_next,
+                                         epsilon, allowed[s_next])
             update[s, a] += alpha * (r + gamma * next_value - update[s, a])
             s, a = s_next, a_next
         returns[episode], lengths[episode] = total, t
@@ -391,24 +395,25 @@ def _acting_row(tables: list[np.ndarray], s: int) -> list[float]:
     return tables[0][s].tolist() if len(tables) == 1 else (tables[0][s] + tables[1][s]).tolist()
 
 
-def _next_value(method: str, Q: np.ndarray, other: np.ndarray, s_next: int, a_next: int, epsilon: float,
-                allowed_next: list[int]) -> float:
-    """The value of the next state in the target ``r + gamma * value``: the only difference between the methods.
+def _next_value(method: str, Q: np.ndarray, other: np.ndarray, s_next: int,
+                a_next: int, epsilon: float, allowed_next: list[int]) -> float:
+    """The value of the next state in the target ``r + gamma * value``.
 
-    ``Q`` is the table being updated; ``other`` is Double Q-learning's second table.
+    The only part that differs between the methods. ``Q`` is the table being
+    updated; ``other`` is Double Q-learning's second table.
     """
     row = Q[s_next].tolist()
     if method == "sarsa":           # the action the agent takes next (on-policy)
         return row[a_next]
-    if method == "q_learning":      # the best action, whatever the agent takes (off-policy)
-        return max(row[a] for a in allowed_next)
-    if method == "expected_sarsa":  # the average under the epsilon-greedy policy
-        best = max(row[a] for a in allowed_next)
-        greedy = [a for a in allowed_next if row[a] == best]
-        explore = epsilon / len(allowed_next)
-        return sum((explore + (1.0 - epsilon) / len(greedy) * (row[a] == best)) * row[a] for a in allowed_next)
-    # double_q: the table being updated picks the best action, the other table says what it is worth
     best = max(row[a] for a in allowed_next)
+    if method == "q_learning":      # the best action, whatever comes next (off-policy)
+        return best
+    if method == "expected_sarsa":  # the average under the epsilon-greedy policy
+        greedy = [a for a in allowed_next if row[a] == best]
+        explore, exploit = epsilon / len(allowed_next), (1.0 - epsilon) / len(greedy)
+        return sum((explore + exploit * (row[a] == best)) * row[a]
+                   for a in allowed_next)
+    # double_q: this table picks the best action, the other one says what it is worth
     choice = next(a for a in allowed_next if row[a] == best)
     return float(other[s_next, choice])
 
