@@ -269,10 +269,10 @@ def exact_policy_gradient(mdp: FiniteMDP, theta, start=None) -> np.ndarray:
 
 
 def discounted_visits(mdp: FiniteMDP, probs, start=None) -> np.ndarray:
-    """``d(s) = sum_t gamma^t Pr(s_t = s)`` from ``start`` under ``probs`` (``(S, A)``).
+    """``d(s) = sum_t gamma^t Pr(s_t = s)`` from ``start`` under ``probs``.
 
     Zero in terminal states. With ``gamma = 1`` it is the expected number of
-    visits to each state in an episode.
+    visits to each state in an episode. ``probs``: ``(S, A)`` probabilities.
     """
     _check_mdp(mdp)
     probs = check.as_policy("probs", probs, mdp.n_states, mdp.n_actions)
@@ -283,8 +283,8 @@ def discounted_visits(mdp: FiniteMDP, probs, start=None) -> np.ndarray:
     A = np.eye(int(live.sum())) - mdp.gamma * P_pi[np.ix_(live, live)].T
     if np.linalg.cond(A) > 1e12:
         raise np.linalg.LinAlgError(
-            "the policy can go on forever without reaching a terminal state, so "
-            "with gamma = 1 it visits some state infinitely often")
+            "the policy can go on forever without reaching a terminal state, "
+            "so with gamma = 1 it visits some state infinitely often")
     d = np.zeros(mdp.n_states)
     d[live] = np.linalg.solve(A, mu[live])
     return d
@@ -369,11 +369,12 @@ class TrainingLog:
 _OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
-def reinforce(env, policy: CategoricalMLP, n_updates: int, episodes_per_update: int,
-              lr: float, gamma: float = 0.99, *, reward_to_go: bool = True,
-              baseline="mean", normalize: bool = True, optimizer: str = "adam",
-              seed: int = 0, label: str = "REINFORCE") -> TrainingLog:
-    """Train ``policy`` with REINFORCE: play whole episodes, weight each step, step; repeat.
+def reinforce(env, policy: CategoricalMLP, n_updates: int,
+              episodes_per_update: int, lr: float, gamma: float = 0.99, *,
+              reward_to_go: bool = True, baseline="mean",
+              normalize: bool = True, optimizer: str = "adam", seed: int = 0,
+              label: str = "REINFORCE") -> TrainingLog:
+    """Train ``policy`` with REINFORCE: play episodes, weight the steps, update.
 
     Each of the ``n_updates`` updates plays ``episodes_per_update`` episodes
     with the current policy (:func:`rl2llm.rollouts.collect_episodes`),
@@ -387,15 +388,18 @@ def reinforce(env, policy: CategoricalMLP, n_updates: int, episodes_per_update: 
     build log under ``label``.
     """
     if not isinstance(policy, CategoricalMLP):
-        raise TypeError(f"policy must be a CategoricalMLP, got {check.describe(policy)}")
+        raise TypeError(f"policy must be a CategoricalMLP, "
+                        f"got {check.describe(policy)}")
     n_updates = check.as_int("n_updates", n_updates, 1)
-    episodes_per_update = check.as_int("episodes_per_update", episodes_per_update, 1)
+    episodes_per_update = check.as_int("episodes_per_update",
+                                       episodes_per_update, 1)
     lr = check.as_real("lr", lr, 0.0, low_open=True)
     gamma = check.as_real("gamma", gamma, 0.0, 1.0)
-    for name, flag in (("reward_to_go", reward_to_go), ("normalize", normalize)):
-        check.as_bool(name, flag)
+    check.as_bool("reward_to_go", reward_to_go)
+    check.as_bool("normalize", normalize)
     if not (baseline is None or baseline == "mean"):
-        raise ValueError(f"baseline must be None or 'mean', got {check.describe(baseline)}")
+        raise ValueError(f"baseline must be None or 'mean', "
+                         f"got {check.describe(baseline)}")
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, "
                          f"got {optimizer!r}")
@@ -408,18 +412,21 @@ def reinforce(env, policy: CategoricalMLP, n_updates: int, episodes_per_update: 
     for update in progress(range(n_updates), label):
         batch = collect_episodes(env, policy, episodes_per_update,
                                  seed=seed if update == 0 else None)
-        weights = policy_gradient_weights(batch, gamma, reward_to_go=reward_to_go,
-                                          baseline=baseline, normalize=normalize)
+        weights = policy_gradient_weights(batch, gamma, baseline=baseline,
+                                          reward_to_go=reward_to_go,
+                                          normalize=normalize)
         loss = reinforce_loss(policy, batch, weights)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        grads = [p.grad.flatten() for p in policy.parameters() if p.grad is not None]
+        grads = [p.grad.flatten() for p in policy.parameters()
+                 if p.grad is not None]
         log.grad_norms.append(float(torch.cat(grads).norm()))
         returns = batch.episode_returns()
         log.episode_returns.extend(returns.tolist())
         log.mean_returns.append(float(returns.mean()))
         with torch.no_grad():
-            log.entropies.append(float(policy.entropy(batch.observations).mean()))
+            entropy = policy.entropy(batch.observations).mean()
+        log.entropies.append(float(entropy))
         log.steps.append((log.steps[-1] if log.steps else 0) + batch.n_steps)
     return log

@@ -182,7 +182,7 @@ def steps_since_start(dones) -> np.ndarray:
 
 def collect_episodes(env, policy, n_episodes: int, seed: int | None = None,
                      max_steps: int = 10_000_000) -> Rollout:
-    """Run ``policy`` in ``env`` for ``n_episodes`` whole episodes, as one ``(T,)`` stream.
+    """Run ``policy`` in ``env`` for ``n_episodes`` episodes, as one stream.
 
     ``env`` is a gymnasium environment or a gymnasium vector environment. The
     ``N`` copies of a vector environment run side by side, and each contributes
@@ -215,22 +215,22 @@ def collect_episodes(env, policy, n_episodes: int, seed: int | None = None,
     obs, _ = env.reset(seed=seed)
     obs = np.asarray(obs) if vector else np.asarray(obs)[None]
     finished = np.zeros(n_envs, dtype=int)
-    resetting = np.zeros(n_envs, dtype=bool)  # next-step mode: this step only resets
+    resetting = np.zeros(n_envs, dtype=bool)  # next-step mode: a reset step
     steps: dict[str, list] = {name: [] for name in (*_FIELDS, "keep")}
     n_steps = 0
     while (finished < quota).any():
         if n_steps >= max_steps:
             raise RuntimeError(
-                f"collect_episodes: max_steps={max_steps} environment steps, and only "
-                f"{finished.sum()} of {n_episodes} episodes have ended; does the "
-                "environment have a time limit?")
+                f"collect_episodes: max_steps={max_steps} environment steps, "
+                f"and only {finished.sum()} of {n_episodes} episodes have "
+                "ended; does the environment have a time limit?")
         actions, log_probs = _act(policy, obs, n_envs)
         if vector:
             next_obs, rewards, terminated, truncated, info = env.step(actions)
             next_obs = np.asarray(next_obs)
             final_obs = next_obs.copy()
             done = np.asarray(terminated) | np.asarray(truncated)
-            if mode == "same-step" and done.any():  # next_obs already starts anew
+            if mode == "same-step" and done.any():  # next_obs starts anew
                 for i in np.flatnonzero(done):
                     final_obs[i] = info["final_obs"][i]
         else:
@@ -241,18 +241,19 @@ def collect_episodes(env, policy, n_episodes: int, seed: int | None = None,
             if term or trunc:
                 next_obs = np.asarray(env.reset()[0])[None]
         keep = ~resetting & (finished < quota)
-        values = (obs, actions, rewards, terminated, truncated, log_probs, final_obs, keep)
+        values = (obs, actions, rewards, terminated, truncated, log_probs,
+                  final_obs, keep)
         for name, value in zip((*_FIELDS, "keep"), values):
             steps[name].append(np.asarray(value))
         ended = (np.asarray(terminated) | np.asarray(truncated)) & ~resetting
         finished += ended & keep
-        resetting = ended if mode == "next-step" else np.zeros(n_envs, dtype=bool)
+        resetting = ended if mode == "next-step" else np.zeros(n_envs, bool)
         obs = next_obs
         n_steps += 1
 
-    stacked = {name: np.stack(values) for name, values in steps.items()}  # (T, N, ...)
-    order = [(t, i) for i in range(n_envs)
-             for t in np.flatnonzero(stacked["keep"][:, i])]  # copy by copy, in order
+    stacked = {name: np.stack(v) for name, v in steps.items()}  # (T, N, ...)
+    order = [(t, i) for i in range(n_envs)   # copy by copy, each in time order
+             for t in np.flatnonzero(stacked["keep"][:, i])]
     rows, cols = (np.array(x, dtype=int) for x in zip(*order))
     data = {name: stacked[name][rows, cols] for name in _FIELDS}
     data["rewards"] = data["rewards"].astype(float)
