@@ -232,6 +232,19 @@ DANGLING = ("scientist edition", "as the theorem says", "the code above", "the c
             "in the code", "the proof", "the derivation")
 
 
+def _book_repository() -> str:
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "_config.yml").read_text())
+    url = (config.get("repository") or {}).get("url", "")
+    return url.split("://", 1)[-1].rstrip("/")
+
+
+#: The book's own repository (its source, code included): no manager page links to it.
+#: (Links to papers' or other projects' repositories in the bibliography are citations.)
+BOOK_REPOSITORY = _book_repository()
+
+
 def _manager_body(page: Path) -> BeautifulSoup:
     """A manager page's article, without the edition strip and the provenance line (which may name editions)."""
     soup = _soup(page)
@@ -253,7 +266,8 @@ def test_manager_edition_reaches_no_code(site, manager_pages):
             href = element.get("href", "") or ""
             label = " ".join([element.get_text(" ", strip=True), element.get("title", "") or "",
                               element.get("data-bs-title", "") or "", element.get("aria-label", "") or ""]).lower()
-            if re.search(r"\.(ipynb|md|py)($|[?#])|_sources/|binder|colab|github\.com|/edit/", href):
+            if re.search(r"\.(ipynb|md|py)($|[?#])|_sources/|binder|colab|/edit/", href) or (
+                    BOOK_REPOSITORY and BOOK_REPOSITORY in href):
                 problems.append(f"{name}: link to {href!r}")
             if re.search(r"download|launch|binder|edit this page|source repository|open an issue", label):
                 problems.append(f"{name}: a control {label.strip()[:60]!r}")
