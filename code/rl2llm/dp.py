@@ -108,7 +108,8 @@ def evaluate_policy_exact(mdp: FiniteMDP, policy: np.ndarray) -> np.ndarray:
         # tiny pivot) and would return values of order 1e16 instead.
         raise np.linalg.LinAlgError(_SINGULAR)
     if sp.issparse(P_pi):
-        A = sp.identity(int(live.sum()), format="csc") - mdp.gamma * P_pi[live][:, live].tocsc()
+        P_live = P_pi[live][:, live].tocsc()
+        A = sp.identity(int(live.sum()), format="csc") - mdp.gamma * P_live
         with np.errstate(all="raise"):
             try:
                 solution = spla.spsolve(A, R_pi[live])
@@ -203,7 +204,7 @@ def value_iteration(
     V0: np.ndarray | None = None,
     record: bool = False,
 ) -> DPResult:
-    """Repeat ``V <- max_a [R + gamma P V]`` until one sweep changes no value by ``tol`` or more.
+    """Repeat ``V <- max_a [R + gamma P V]`` until a sweep changes no value by ``tol`` or more.
 
     Stopping rule and what it buys: if ``||V_{k+1} - V_k|| < tol`` then
     ``||V_{k+1} - V*|| < tol * gamma / (1 - gamma)``, which for gamma near 1 is
@@ -254,7 +255,10 @@ def policy_iteration(
     >= 1; ``record`` True or False.
     """
     _check_policy_iteration_args(mdp, policy0, max_iter, record)
-    policy = np.zeros(mdp.n_states, dtype=int) if policy0 is None else np.array(policy0, dtype=int)
+    if policy0 is None:
+        policy = np.zeros(mdp.n_states, dtype=int)
+    else:
+        policy = np.array(policy0, dtype=int)
     result = DPResult(np.zeros(mdp.n_states), policy, 0)
     for k in range(1, max_iter + 1):
         V = evaluate_policy_exact(mdp, policy)
@@ -269,7 +273,8 @@ def policy_iteration(
         if not improve.any():
             break
         policy = new_policy
-    result.V, result.policy, result.iterations, result.converged = V, policy, k, not improve.any()
+    result.V, result.policy, result.iterations = V, policy, k
+    result.converged = not improve.any()
     _warn_if_not_converged(result, "policy_iteration")
     return result
 
