@@ -4,6 +4,11 @@ One module per idea; each module's docstring names the lecture that uses it.
 
 * :mod:`rl2llm.mdp` — finite MDPs, grid worlds, gymnasium conversion (Lecture 1)
 * :mod:`rl2llm.dp` — policy evaluation, value and policy iteration (Lecture 1)
+* :mod:`rl2llm.policies` — softmax policies, tabular and a small network (Lecture 2; later chapters)
+* :mod:`rl2llm.rollouts` — episodes in one shape, reward-to-go (Lecture 2; later chapters)
+* :mod:`rl2llm.policy_gradient` — exact policy gradients and REINFORCE (Lecture 2)
+* :mod:`rl2llm.td` — Monte Carlo, TD(0), SARSA, expected SARSA, (Double) Q-learning (Lecture 3)
+* :mod:`rl2llm.dqn` — replay buffers, Q-networks, DQN and its fixes (Lecture 3)
 * :mod:`rl2llm.exercises` — checkers for the exercises a reader solves in code
 * :mod:`rl2llm.plotting` — the book's figure style and shared plots
 * :mod:`rl2llm.seeding` — the one seeding helper

@@ -3,7 +3,11 @@
 Used by Lecture 1 (MDPs and Bellman equations), whose exercises ask for
 
 * ``evaluate_policy(mdp, policy) -> V``, checked by :func:`check_policy_evaluation`;
-* ``value_iteration(mdp) -> (V, policy)``, checked by :func:`check_value_iteration`.
+* ``value_iteration(mdp) -> (V, policy)``, checked by :func:`check_value_iteration`;
+
+by Lecture 2 (policy gradients): reward-to-go, checked by :func:`check_reward_to_go`;
+and by Lecture 3 (Q-learning): the targets of SARSA, expected SARSA and Q-learning,
+checked by :func:`check_td_target`.
 
 Each checker runs your function on several small worlds (terminal states,
 a discount close to 1, a discount of 0 or of 1, several actions), compares
