@@ -304,7 +304,6 @@ def _why(app: Sphinx, docname: str, analysis: dict) -> str:
 
 def _on_env_get_outdated(app: Sphinx, env, added, changed, removed) -> list[str]:
     """Chapters whose inputs (package modules, pins, scale) changed must be re-read, and so re-executed."""
-    app.rl2llm_last_inputs = _load_last_inputs(app)
     extra = []
     for docname in sorted(env.found_docs - set(added) - set(changed)):
         data = env.rl2llm_chapters.get(docname)
