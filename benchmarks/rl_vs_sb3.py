@@ -1,0 +1,390 @@
+"""Deep RL: rl2llm against Stable-Baselines3, same hyperparameters, same machine, same run.
+
+Each algorithm is trained by both libraries with the RL Baselines3 Zoo's
+hyperparameters for the environment (``rl-zoo3``'s ``hyperparams/<algo>.yml``),
+for the Zoo's number of environment steps, on the same seeds. Per seed the two
+sides run one after the other in the same process, the order alternating from
+seed to seed (ours first on even seeds, Stable-Baselines3 first on odd ones), so
+that a change in the machine's load hits both. Both run on the CPU with the same
+number of PyTorch threads (``--threads``, 1 by default: fair on a two-core
+machine, and for networks this small a second thread buys nothing).
+
+Rows so far (Part II adds PPO, SAC and TD3 to ``ALGORITHMS``):
+
+* **DQN on CartPole-v1**, 50,000 steps. Zoo: lr 2.3e-3, batch 64, buffer
+  100,000, learning_starts 1,000, gamma 0.99, target_update_interval 10,
+  train_freq 256, gradient_steps 128, exploration_fraction 0.16,
+  exploration_final_eps 0.04, net_arch [256, 256]; Stable-Baselines3's defaults
+  fill in the rest (exploration_initial_eps 1.0, max_grad_norm 10, Huber loss,
+  Adam). Ours gets the same numbers through ``DQNConfig`` (``train_every`` is
+  train_freq, ``epsilon_fraction``/``epsilon_end`` the exploration schedule,
+  ``hidden`` the net_arch, and ``max_grad_norm=10`` because Stable-Baselines3
+  clips there by default) with one translation: Stable-Baselines3 counts
+  ``target_update_interval`` in *environment steps* and copies the network into
+  the target network every 10 steps while it collects, but the network only
+  changes in the training phase (128 gradient steps after every 256
+  environment steps). So its target network is the online network as it stood
+  at the start of each training phase: one copy per 128 gradient steps, which
+  is our ``target_update=128`` (counted in gradient steps).
+* **A2C on CartPole-v1**, 500,000 steps. Zoo: n_envs 8, ent_coef 0.0, and
+  Stable-Baselines3's A2C defaults (n_steps 5, lr 7e-4, gamma 0.99, gae_lambda
+  1.0, vf_coef 0.5, max_grad_norm 0.5, RMSprop with alpha 0.99 and eps 1e-5,
+  separate actor and critic of two 64-unit tanh layers, orthogonal
+  initialisation), which are ``A2CConfig``'s defaults.
+
+Timed (``time.perf_counter``): training only, from building the model (our
+``train_*`` call; Stable-Baselines3's constructor plus ``learn()``) to the end
+of training, with no evaluation during training and no logging on either side.
+Steps per second = environment steps taken (over all parallel copies) / those
+seconds. Evaluated apart, untimed, by one loop for both sides: the trained
+policy acts greedily (our argmax; Stable-Baselines3's
+``predict(deterministic=True)``) in 100 episodes whose starts are the same for
+every model (``reset(seed=EVAL_SEED + i)``); the score is the mean return (the
+Zoo's CartPole-v1 is "solved" at 475, its maximum is 500).
+
+Writes ``benchmarks/results/<environment>.json`` (``cartpole.json``): the date,
+the machine (CPU model, cores, load average before and after), the versions,
+the rl2llm commit, the settings and, per algorithm, per library and per seed,
+the evaluation return (mean and std over the episodes), the steps, the seconds
+and the steps per second. A run of some algorithms keeps the others' results in
+the file. ``book/benchmarks.md`` shows the file. ``--quick`` runs a few
+thousand steps of each, one seed, ten evaluation episodes, and writes a file only
+where ``--out`` says (so that it never replaces the published figures).
+
+Run:  python benchmarks/rl_vs_sb3.py [--quick] [--algos dqn a2c] [--seeds 0 1 2] [--threads 1] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+with contextlib.redirect_stderr(io.StringIO()):  # SB3 imports the old gym if present; it prints a notice
+    import stable_baselines3 as sb3
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SCHEMA = 1
+#: Every model is evaluated on the episodes that start from reset(seed=EVAL_SEED + i), i < episodes.
+EVAL_SEED = 1_000_000
+#: CartPole-v1 counts as solved at a mean return of 475 (gymnasium's reward_threshold).
+RETURN_GOAL = 475.0
+#: Ours should take at least this many times Stable-Baselines3's environment steps per second.
+SPEED_GOAL = 1.5
+
+Act = Callable[[np.ndarray], np.ndarray]  # a batch of observations -> a batch of actions
+
+
+@dataclass
+class Trained:
+    act: Act
+    env_steps: int
+    seconds: float
+
+
+# --------------------------------------------------------------------------- DQN
+
+#: rl-zoo3 hyperparams/dqn.yml, CartPole-v1 (n_timesteps 5e4, policy MlpPolicy).
+ZOO_DQN = dict(learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1_000, gamma=0.99,
+               target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
+               exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256]))
+
+
+def ours_dqn_config(total_steps: int):
+    from rl2llm.dqn import DQNConfig
+
+    z = ZOO_DQN
+    assert z["target_update_interval"] < z["train_freq"], "the target translation below assumes it"
+    return DQNConfig(
+        total_steps=total_steps, learning_rate=z["learning_rate"], batch_size=z["batch_size"],
+        buffer_size=z["buffer_size"], learning_starts=z["learning_starts"], gamma=z["gamma"],
+        train_every=z["train_freq"], gradient_steps=z["gradient_steps"],
+        target_update=z["gradient_steps"],  # one copy per training phase: see the docstring
+        epsilon_start=1.0, epsilon_end=z["exploration_final_eps"], epsilon_fraction=z["exploration_fraction"],
+        hidden=tuple(z["policy_kwargs"]["net_arch"]), max_grad_norm=10.0,  # SB3's default clipping
+    )
+
+
+def ours_dqn(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
+    from rl2llm.dqn import train_dqn
+
+    config = ours_dqn_config(total_steps)
+    start = time.perf_counter()
+    result = train_dqn(env_id, config, seed=seed, eval_every=0, threads=threads,
+                       description=f"rl2llm DQN, seed {seed}")
+    seconds = time.perf_counter() - start
+    q = result.q_network
+    return Trained(lambda obs: q.greedy_actions(obs), config.total_steps, seconds)
+
+
+def sb3_dqn(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
+    start = time.perf_counter()
+    model = sb3.DQN("MlpPolicy", env_id, seed=seed, device="cpu", verbose=0, **ZOO_DQN)
+    model.learn(total_timesteps=total_steps)
+    seconds = time.perf_counter() - start
+    return Trained(lambda obs: model.predict(obs, deterministic=True)[0], int(model.num_timesteps), seconds)
+
+
+# --------------------------------------------------------------------------- A2C
+
+#: rl-zoo3 hyperparams/a2c.yml, CartPole-v1 (n_timesteps 5e5, policy MlpPolicy); the rest are SB3's defaults.
+ZOO_A2C = dict(n_envs=8, ent_coef=0.0)
+
+
+def ours_a2c_config(total_steps: int):
+    from rl2llm.actor_critic import A2CConfig
+
+    return A2CConfig(total_steps=total_steps, n_envs=ZOO_A2C["n_envs"], ent_coef=ZOO_A2C["ent_coef"])
+
+
+def ours_a2c(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
+    from rl2llm.actor_critic import train_a2c
+
+    start = time.perf_counter()
+    result = train_a2c(env_id, ours_a2c_config(total_steps), seed=seed, eval_every=0, threads=threads)
+    seconds = time.perf_counter() - start
+    policy = result.policy
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return policy(torch.as_tensor(obs, dtype=torch.float32)).argmax(dim=-1).numpy()
+
+    return Trained(act, int(result.env_steps), seconds)
+
+
+def sb3_a2c(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    start = time.perf_counter()
+    env = make_vec_env(env_id, n_envs=ZOO_A2C["n_envs"], seed=seed)
+    model = sb3.A2C("MlpPolicy", env, ent_coef=ZOO_A2C["ent_coef"], seed=seed, device="cpu", verbose=0)
+    model.learn(total_timesteps=total_steps)
+    seconds = time.perf_counter() - start
+    return Trained(lambda obs: model.predict(obs, deterministic=True)[0], int(model.num_timesteps), seconds)
+
+
+# --------------------------------------------------------------------------- the table of algorithms
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    env_id: str
+    steps: int  # the Zoo's n_timesteps
+    quick_steps: int
+    ours: Callable[..., Trained]
+    theirs: Callable[..., Trained]
+    hyperparameters: dict
+    #: where the two sides' settings differ in form, and how they were matched (goes into the results)
+    note: str = ""
+
+
+ALGORITHMS = {
+    "dqn": Algorithm("DQN", "CartPole-v1", 50_000, 2_048, ours_dqn, sb3_dqn, ZOO_DQN,
+                     "SB3's target_update_interval=10 environment steps is one copy per training phase "
+                     "(train_freq 256 > 10), i.e. our target_update=128 gradient steps; max_grad_norm 10 "
+                     "(SB3's default) on both sides"),
+    "a2c": Algorithm("A2C", "CartPole-v1", 500_000, 2_000, ours_a2c, sb3_a2c, ZOO_A2C,
+                     "the rest are SB3's A2C defaults, which are A2CConfig's defaults"),
+}
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate(act: Act, env_id: str, n_episodes: int, seed: int = EVAL_SEED) -> np.ndarray:
+    """Each episode's return when ``act`` plays ``n_episodes`` episodes in lockstep (episode i: reset(seed + i))."""
+    envs = [gym.make(env_id) for _ in range(n_episodes)]
+    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+    returns = np.zeros(n_episodes)
+    running = np.ones(n_episodes, dtype=bool)
+    while running.any():
+        live = np.flatnonzero(running)
+        actions = np.asarray(act(obs[live])).reshape(len(live))
+        for i, action in zip(live, actions):
+            o, reward, terminated, truncated, _ = envs[i].step(int(action))
+            returns[i] += reward
+            obs[i] = o
+            running[i] = not (terminated or truncated)
+    for env in envs:
+        env.close()
+    return returns
+
+
+# --------------------------------------------------------------------------- where it ran
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "code/rl2llm", "benchmarks/rl_vs_sb3.py"],
+                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return commit + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def provenance() -> dict:
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "os": platform.platform(terse=True)},
+        "versions": {"python": platform.python_version(), "rl2llm": _version("rl2llm"), "torch": torch.__version__,
+                     "gymnasium": gym.__version__, "numpy": np.__version__,
+                     "stable-baselines3": sb3.__version__},
+        "rl2llm_commit": _commit(),
+    }
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_algorithm(key: str, seeds: list[int], threads: int, episodes: int, quick: bool) -> dict:
+    algo = ALGORITHMS[key]
+    steps = algo.quick_steps if quick else algo.steps
+    load_before = os.getloadavg()
+    runs = []
+    for n, seed in enumerate(seeds):
+        sides = [("rl2llm", algo.ours), ("stable-baselines3", algo.theirs)]
+        for library, train in sides if n % 2 == 0 else sides[::-1]:
+            print(f"[bench] {algo.name} {algo.env_id}, {library}, seed {seed}: training {steps:,} steps",
+                  flush=True)
+            torch.set_num_threads(threads)
+            trained = train(algo.env_id, steps, seed, threads)
+            returns = evaluate(trained.act, algo.env_id, episodes)
+            run = {"library": library, "seed": seed, "return_mean": float(returns.mean()),
+                   "return_std": float(returns.std()), "return_min": float(returns.min()),
+                   "episodes": episodes, "env_steps": trained.env_steps, "seconds": round(trained.seconds, 3),
+                   "steps_per_second": trained.env_steps / trained.seconds}
+            print(f"[bench]   {trained.seconds:.1f} s, {run['steps_per_second']:,.0f} steps/s, "
+                  f"return {run['return_mean']:.1f} +- {run['return_std']:.1f}", flush=True)
+            runs.append(run)
+    return {
+        "algorithm": algo.name, "env_id": algo.env_id, **provenance(),
+        "load_average": {"before": [round(x, 2) for x in load_before],
+                         "after": [round(x, 2) for x in os.getloadavg()]},
+        "settings": {"quick": quick, "env_steps": steps, "seeds": seeds, "threads": threads,
+                     "eval_episodes": episodes, "eval_seed": EVAL_SEED, "device": "cpu",
+                     "order": "per seed, one side after the other; ours first on even seeds"},
+        "hyperparameters": algo.hyperparameters, "note": algo.note,
+        "goals": {"return": RETURN_GOAL, "speed_ratio": SPEED_GOAL},
+        "summary": summarise(runs),
+        "runs": runs,
+    }
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per library: mean return over seeds, seeds at the goal, steps/s over all seeds; and the ratio."""
+    out = {}
+    for library in ("rl2llm", "stable-baselines3"):
+        mine = [r for r in runs if r["library"] == library]
+        out[library] = {
+            "return_mean": float(np.mean([r["return_mean"] for r in mine])),
+            "return_min_seed": float(min(r["return_mean"] for r in mine)),
+            "seeds_at_goal": sum(r["return_mean"] >= RETURN_GOAL for r in mine), "seeds": len(mine),
+            "steps_per_second": sum(r["env_steps"] for r in mine) / sum(r["seconds"] for r in mine),
+        }
+    ours, theirs = out["rl2llm"], out["stable-baselines3"]
+    out["speed_ratio"] = ours["steps_per_second"] / theirs["steps_per_second"]
+    out["return_goal_met"] = ours["return_mean"] >= RETURN_GOAL
+    out["speed_goal_met"] = out["speed_ratio"] >= SPEED_GOAL
+    return out
+
+
+def print_table(block: dict) -> None:
+    s = block["summary"]
+    print(f"\n{block['algorithm']} on {block['env_id']}, {block['settings']['env_steps']:,} steps, "
+          f"{len(block['settings']['seeds'])} seed(s), {block['settings']['threads']} thread(s); "
+          f"return: mean of {block['settings']['eval_episodes']} greedy episodes")
+    head = f"{'library':<18}{'seed':>5}{'return':>9}{'std':>7}{'seconds':>9}{'steps/s':>9}"
+    print(head + "\n" + "-" * len(head))
+    for r in block["runs"]:
+        print(f"{r['library']:<18}{r['seed']:>5}{r['return_mean']:>9.1f}{r['return_std']:>7.1f}"
+              f"{r['seconds']:>9.1f}{r['steps_per_second']:>9,.0f}")
+    for library in ("rl2llm", "stable-baselines3"):
+        x = s[library]
+        print(f"{library:<18}{'all':>5}{x['return_mean']:>9.1f}{'':>7}{'':>9}{x['steps_per_second']:>9,.0f}"
+              f"   ({x['seeds_at_goal']}/{x['seeds']} seeds >= {RETURN_GOAL:g})")
+    print(f"speed: ours / SB3 = {s['speed_ratio']:.2f}x (goal {SPEED_GOAL}x: "
+          f"{'met' if s['speed_goal_met'] else 'NOT met'}); return goal {RETURN_GOAL:g}: "
+          f"{'met' if s['return_goal_met'] else 'NOT met'}")
+
+
+def write_results(path: Path, blocks: dict[str, dict]) -> None:
+    """Merge ``blocks`` (algorithm key -> block) into the results file at ``path``."""
+    data = {"benchmark": "rl2llm vs stable-baselines3", "schema": SCHEMA, "algorithms": {}}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+            if old.get("schema") == SCHEMA:
+                data["algorithms"].update(old.get("algorithms", {}))
+        except json.JSONDecodeError:
+            pass
+    data["algorithms"].update(blocks)
+    data["algorithms"] = {k: data["algorithms"][k] for k in ALGORITHMS if k in data["algorithms"]} | \
+        {k: v for k, v in data["algorithms"].items() if k not in ALGORITHMS}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+    print(f"[bench] wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a few thousand steps, one seed, 10 evaluation episodes; no file unless --out")
+    parser.add_argument("--algos", nargs="+", choices=sorted(ALGORITHMS), default=list(ALGORITHMS))
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2 (quick: 0)")
+    parser.add_argument("--threads", type=int, default=1, help="PyTorch threads, the same for both sides")
+    parser.add_argument("--episodes", type=int, help="evaluation episodes per model (default 100; quick 10)")
+    parser.add_argument("--out", type=Path, help="results file (default: benchmarks/results/<environment>.json, cartpole.json)")
+    args = parser.parse_args(argv)
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    episodes = args.episodes or (10 if args.quick else 100)
+    blocks = {}
+    for key in args.algos:
+        blocks[key] = run_algorithm(key, seeds, args.threads, episodes, args.quick)
+        print_table(blocks[key])
+        default = RESULTS / f"{ALGORITHMS[key].env_id.split('-v')[0].lower()}.json"  # CartPole-v1: cartpole.json
+        out = args.out or (None if args.quick else default)
+        if out is not None:  # after each algorithm: a stopped run keeps what it finished
+            write_results(out, {key: blocks[key]})
+    return blocks
+
+
+if __name__ == "__main__":
+    main()
