@@ -9,6 +9,9 @@ Introduced in Lecture 2 (Policy gradients from scratch); Lectures 4 to 6
 * A **categorical MLP policy** (PyTorch): a small network maps an
   observation to one score (logit) per action. A language model is this
   policy with a much larger network and a vocabulary of actions.
+* A **value network** (:class:`ValueMLP`, Lecture 4): the critic of an
+  actor-critic method, a small network from an observation to one number,
+  the value of the state.
 
 Both act through the same method, ``act(observations) -> (actions,
 log_probs)``, on a batch of observations, which is all that
@@ -226,3 +229,44 @@ class CategoricalMLP(nn.Module):
         u = torch.rand(len(x), 1).numpy()  # inverse-CDF sampling: one uniform number per row
         actions = np.minimum((np.exp(log_probs).cumsum(axis=1) < u).sum(axis=1), self.n_actions - 1)
         return actions, log_probs[np.arange(len(x)), actions].astype(float)
+
+
+# --------------------------------------------------------------------------- the value network
+
+
+class ValueMLP(nn.Module):
+    """A small network from observations to one number each, ``V(s)``: the critic of Lecture 4.
+
+    ``obs_dim``: the length of an observation vector; ``hidden``: the widths
+    of the hidden layers (tanh between them), ``()`` for a linear critic.
+    Parameters are initialised from PyTorch's global generator (PyTorch's
+    default initialisation; :mod:`rl2llm.actor_critic` re-initialises
+    its networks orthogonally).
+    """
+
+    def __init__(self, obs_dim: int, hidden: tuple[int, ...] = (64,)):
+        super().__init__()
+        obs_dim = check.as_int("obs_dim", obs_dim, 1)
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+            raise TypeError(f"hidden must be a tuple of layer widths such as (64,), got {check.describe(hidden)}")
+        hidden = tuple(check.as_int(f"hidden[{i}]", width, 1) for i, width in enumerate(hidden))
+        widths = (obs_dim, *hidden, 1)
+        layers: list[nn.Module] = []
+        for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+            layers.append(nn.Linear(n_in, n_out))
+            if i < len(widths) - 2:
+                layers.append(nn.Tanh())
+        self.net = nn.Sequential(*layers)
+        self.obs_dim, self.hidden = obs_dim, hidden
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """Values, shape ``(n,)``, for a float tensor of observations ``(n, obs_dim)``."""
+        return self.net(observations).squeeze(-1)
+
+    _as_tensor = CategoricalMLP._as_tensor
+
+    @torch.no_grad()
+    def values(self, observations) -> np.ndarray:
+        """``V(s)`` for each row of ``observations`` (``(n, obs_dim)``, array or tensor), as a NumPy
+        array of shape ``(n,)`` (float64; no gradient is recorded)."""
+        return self.forward(self._as_tensor(observations)).numpy().astype(np.float64)
