@@ -198,3 +198,78 @@ BAD = [
 def test_bad_input_is_refused_with_the_argument_named(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+# --------------------------------------------------------------------------- the exercise's checker
+
+from rl2llm.exercises import check_gae  # noqa: E402
+
+
+def reader_gae(rewards, values, next_values, terminated, truncated, gamma, lam):
+    """A reader's correct answer: a plain loop."""
+    A, running = np.zeros(len(rewards)), 0.0
+    for t in reversed(range(len(rewards))):
+        if terminated[t] or truncated[t]:
+            running = 0.0
+        delta = rewards[t] + gamma * (1 - terminated[t]) * next_values[t] - values[t]
+        running = delta + gamma * lam * running
+        A[t] = running
+    return A
+
+
+def mistake(bootstrap_stop, recursion_stop, next_row=False, carry=None, plus_values=False):
+    """A reader's GAE with one classic mistake, chosen by which masks it uses."""
+    def fn(rewards, values, next_values, terminated, truncated, gamma, lam):
+        masks = {"term": terminated, "trunc": truncated, "ends": terminated | truncated,
+                 "never": np.zeros_like(terminated)}
+        nv = np.append(values[1:], next_values[-1]) if next_row else next_values
+        A, running = np.zeros(len(rewards)), 0.0
+        factor = {"gamma": gamma, "lam": lam, None: gamma * lam}[carry]
+        for t in reversed(range(len(rewards))):
+            delta = rewards[t] + (0.0 if masks[bootstrap_stop][t] else gamma * nv[t]) - values[t]
+            running = delta + (0.0 if masks[recursion_stop][t] else factor * running)
+            A[t] = running
+        return A + values if plus_values else A
+    return fn
+
+
+def test_the_correct_gae_passes():
+    result = check_gae(reader_gae)
+    assert result.passed and len(result.cases) == 8, result.report()
+    assert check_gae(lambda *args: gae(*args)).passed
+
+
+@pytest.mark.parametrize("solution, hint", [
+    (mistake("ends", "ends"), "a truncated episode was treated as terminated"),
+    (mistake("never", "ends"), "the step that terminated an episode bootstrapped from next_values"),
+    (mistake("term", "never"), "the recursion runs on across episode ends"),
+    (mistake("term", "term"), "the recursion stops at terminations but runs on across truncations"),
+    (mistake("term", "ends", next_row=True), "you used values[t + 1] as the value of the next state"),
+    (mistake("term", "ends", carry="gamma"), "without lam"),
+    (mistake("term", "ends", carry="lam"), "without gamma"),
+    (mistake("term", "ends", plus_values=True), "you returned the value targets"),
+])
+def test_classic_gae_mistakes_are_diagnosed(solution, hint):
+    result = check_gae(solution)
+    assert not result.passed
+    assert any(hint in case.hint for case in result.failures), result.report()
+    assert all(case.message.startswith("the advantage") for case in result.failures), result.report()
+
+
+def test_gae_malformed_answers_and_exceptions_are_described():
+    def no_return(*args):
+        pass
+
+    def crashes(rewards, *args):
+        return rewards[len(rewards)]
+
+    report = check_gae(no_return).report()
+    assert "returned None instead of the advantages" in report
+    assert "IndexError" in check_gae(crashes).cases[0].message
+    assert "shape (7, 1)" in check_gae(lambda r, *a: np.zeros((len(r), 1))).report() or \
+        "flatten it with .ravel()" in check_gae(lambda r, *a: np.zeros((len(r), 1))).report()
+    assert "finite" in check_gae(lambda r, *a: np.full(len(r), np.nan)).cases[0].message
+    with pytest.raises(TypeError, match="check_gae: fn must take 7 arguments"):
+        check_gae(lambda rewards, values: rewards)
+    with pytest.raises(TypeError, match="check_gae: fn must be your function"):
+        check_gae("gae")

@@ -103,6 +103,13 @@ def _gae(rewards, values, next_values, terminated, truncated, gamma, lam) -> np.
     """:func:`gae` without the checks, for the training loops."""
     deltas = rewards + gamma * np.where(terminated, 0.0, next_values) - values
     carry = gamma * lam * ~(terminated | truncated)  # 0 at every episode end: nothing crosses it
+    if deltas.ndim == 1:  # a loop over plain floats: several times faster than over NumPy scalars
+        d, c, running = deltas.tolist(), carry.tolist(), 0.0
+        out_list = [0.0] * len(d)
+        for t in range(len(d) - 1, -1, -1):
+            running = d[t] + c[t] * running
+            out_list[t] = running
+        return np.array(out_list, dtype=np.float64)
     out = np.empty(deltas.shape, dtype=np.float64)
     running = np.zeros(deltas.shape[1:])
     for t in range(len(deltas) - 1, -1, -1):

@@ -6,8 +6,10 @@ Used by Lecture 1 (MDPs and Bellman equations), whose exercises ask for
 * ``value_iteration(mdp) -> (V, policy)``, checked by :func:`check_value_iteration`;
 
 by Lecture 2 (policy gradients): reward-to-go, checked by :func:`check_reward_to_go`;
-and by Lecture 3 (Q-learning): the targets of SARSA, expected SARSA and Q-learning,
-checked by :func:`check_td_target`.
+by Lecture 3 (Q-learning): the targets of SARSA, expected SARSA and Q-learning,
+checked by :func:`check_td_target`; and by Lecture 4 (actor-critic): generalised
+advantage estimates over episodes that terminate or are truncated, checked by
+:func:`check_gae`.
 
 Each checker runs your function on several small worlds (terminal states,
 a discount close to 1, a discount of 0 or of 1, several actions), compares
@@ -675,3 +677,166 @@ def _as_stream(answer, T: int) -> tuple[np.ndarray | None, str]:
         t = int(np.argmax(bad))
         return None, f"G[{t}] = {vector[t]}: every value must be a finite number"
     return vector, ""
+
+
+# =========================================================================== Lecture 4: GAE
+#
+# Lecture 4 (Actor-critic methods) asks for
+# ``gae(rewards, values, next_values, terminated, truncated, gamma, lam) -> advantages``
+# over a (T,) stream of steps in which episodes end by termination or by truncation,
+# checked by :func:`check_gae` against rl2llm.advantages.gae.
+
+_GAE_CALL = "gae(rewards, values, next_values, terminated, truncated, gamma, lam)"
+
+
+@dataclass(frozen=True)
+class _GAECase:
+    name: str
+    rewards: np.ndarray
+    values: np.ndarray
+    next_values: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    gamma: float
+    lam: float
+
+
+def _gae_stream(seed: int, ends: dict[int, str], T: int) -> tuple[np.ndarray, ...]:
+    """A (T,) stream with episode ends at the given steps ('term' or 'trunc'); values consistent within episodes."""
+    rng = np.random.default_rng(seed)
+    rewards = np.round(rng.normal(size=T), 2)
+    next_values = np.round(rng.normal(1.0, 1.0, size=T), 2)
+    values = np.empty(T)
+    values[0] = 0.5
+    terminated, truncated = np.zeros(T, bool), np.zeros(T, bool)
+    for t, kind in ends.items():
+        (terminated if kind == "term" else truncated)[t] = True
+    for t in range(1, T):  # the next step starts where this one went, unless an episode ended
+        values[t] = np.round(rng.normal(1.0, 1.0), 2) if terminated[t - 1] or truncated[t - 1] else next_values[t - 1]
+    return rewards, values, next_values, terminated, truncated
+
+
+def _gae_cases() -> list[_GAECase]:
+    cases = []
+    specs = [
+        ("one episode that terminates, gamma = 0.99, lam = 0.95", 0, {5: "term"}, 6, 0.99, 0.95),
+        ("one episode cut by a time limit (truncated), gamma = 0.99, lam = 0.95", 1, {5: "trunc"}, 6, 0.99, 0.95),
+        ("a terminated episode, then a truncated one, then one still running at the end of the stream, "
+         "gamma = 0.9, lam = 0.8", 2, {3: "term", 7: "trunc"}, 11, 0.9, 0.8),
+        ("a truncated episode, then a terminated one, lam = 0 (the one-step TD advantage)", 3,
+         {4: "trunc", 8: "term"}, 9, 0.95, 0.0),
+        ("a terminated episode, then a truncated one, lam = 1 (the Monte-Carlo return minus V)", 4,
+         {3: "term", 8: "trunc"}, 9, 0.95, 1.0),
+        ("episodes of one step each, both kinds, gamma = 0.9, lam = 0.9", 5,
+         {0: "term", 1: "trunc", 2: "term", 3: "trunc"}, 4, 0.9, 0.9),
+        ("gamma = 0 (only the step's own reward counts)", 6, {2: "trunc", 5: "term"}, 6, 0.0, 0.95),
+        ("a stream that stops mid-episode (nothing ends), gamma = 1, lam = 0.5", 7, {}, 5, 1.0, 0.5),
+    ]
+    for name, seed, ends, T, gamma, lam in specs:
+        cases.append(_GAECase(name, *_gae_stream(seed, ends, T), gamma, lam))
+    return cases
+
+
+def _reference_gae(case: _GAECase) -> np.ndarray:
+    from .advantages import gae  # here, not at the top: earlier lectures' checkers do not need it
+
+    return gae(case.rewards, case.values, case.next_values, case.terminated, case.truncated, case.gamma, case.lam)
+
+
+def _plain_gae(r, v, nv, bootstrap_stop, recursion_stop, gamma, lam, carry_factor=None) -> np.ndarray:
+    """GAE with the two masks given explicitly: where nothing is bootstrapped, and where the recursion stops."""
+    carry = gamma * lam if carry_factor is None else carry_factor
+    out, running = np.zeros(len(r)), 0.0
+    for t in range(len(r) - 1, -1, -1):
+        delta = r[t] + (0.0 if bootstrap_stop[t] else gamma * nv[t]) - v[t]
+        running = delta + (0.0 if recursion_stop[t] else carry * running)
+        out[t] = running
+    return out
+
+
+def _gae_mistakes(case: _GAECase) -> list[tuple[np.ndarray, str]]:
+    """What the classic mistakes produce on ``case``, with the hint for each."""
+    r, v, nv, term, trunc, g, lam = (case.rewards, case.values, case.next_values, case.terminated,
+                                     case.truncated, case.gamma, case.lam)
+    ends, never = term | trunc, np.zeros_like(term)
+    right = _reference_gae(case)
+    shifted = np.append(v[1:], nv[-1])   # V of the next row: the next episode's first state after an end
+    return [
+        (_plain_gae(r, v, nv, ends, ends, g, lam),
+         "a truncated episode was treated as terminated: a time limit is not the end of the task, so the last "
+         "step of a truncated episode must bootstrap, delta = r + gamma * next_values[t] - values[t]; only "
+         "terminated steps drop the next value"),
+        (_plain_gae(r, v, nv, never, ends, g, lam),
+         "the step that terminated an episode bootstrapped from next_values: nothing follows a real end, so "
+         "there delta = r - values[t] (multiply the next value by 1 - terminated)"),
+        (_plain_gae(r, v, nv, term, never, g, lam),
+         "the recursion runs on across episode ends: A_t picked up advantages of the next episode. Reset it "
+         "(A_{t+1} = 0) after every step where terminated or truncated is True"),
+        (_plain_gae(r, v, nv, term, term, g, lam),
+         "the recursion stops at terminations but runs on across truncations: after a time limit the next "
+         "step belongs to a new episode, so the recursion must stop there too (bootstrapping is not carrying)"),
+        (_plain_gae(r, v, shifted, term, ends, g, lam),
+         "you used values[t + 1] as the value of the next state: at an episode end that is the first state of "
+         "the next episode. Use next_values[t], the value of the state the step really led to"),
+        (_plain_gae(r, v, nv, term, ends, g, lam, carry_factor=g),
+         "the recursion carries gamma * A_{t+1}, without lam: the carry factor is gamma * lam"),
+        (_plain_gae(r, v, nv, term, ends, g, lam, carry_factor=lam),
+         "the recursion carries lam * A_{t+1}, without gamma: the carry factor is gamma * lam"),
+        (right + v, "you returned the value targets (advantages + values); return the advantages themselves"),
+    ]
+
+
+def _gae_step_label(case: _GAECase, t: int) -> str:
+    ends = case.terminated | case.truncated
+    episode = int(ends[:t].sum())
+    start = int(np.flatnonzero(ends[:t])[-1]) + 1 if episode else 0
+    kind = ", its last: terminated" if case.terminated[t] else ", its last: truncated" if case.truncated[t] else ""
+    return f"step {t} (episode {episode}, its step {t - start}{kind})"
+
+
+def check_gae(fn: Callable) -> CheckResult:
+    """Check ``fn(rewards, values, next_values, terminated, truncated, gamma, lam) -> advantages``, shape ``(T,)``.
+
+    ``values[t] = V(s_t)``; ``next_values[t] = V(s_{t+1})``, the value of the
+    state step ``t`` led to (the episode's real last state when it ended
+    there); ``terminated``/``truncated`` (bools) mark the steps where an
+    episode ended by itself or was cut by a time limit. The answer must be the
+    generalised advantage estimate ``A_t = delta_t + gamma * lam * A_{t+1}``
+    with ``delta_t = r_t + gamma * (1 - terminated_t) * next_values[t] -
+    values[t]``, the recursion stopping at every episode end, within
+    ``1e-6``, on eight streams: terminations and truncations mixed, a stream
+    that stops mid-episode, episodes of one step, ``lam`` of 0 and 1,
+    ``gamma`` of 0 and 1. The reference is :func:`rl2llm.advantages.gae`.
+    The hints recognise the classic mistakes: not bootstrapping at a
+    truncation, bootstrapping at a termination, carrying the recursion
+    across episode ends, and using the next row's value at an episode end.
+    """
+    checker = "check_gae"
+    _check_callable(fn, checker, 7, _GAE_CALL)
+    results = []
+    for case in _gae_cases():
+        right = _reference_gae(case)
+        args = (case.rewards, case.values, case.next_values, case.terminated, case.truncated, case.gamma, case.lam)
+        answer, error = _call(fn, args)
+        if error:
+            results.append(CaseResult(case.name, False, error))
+            continue
+        A, problem = _as_stream(answer, len(right))
+        if problem:
+            results.append(CaseResult(case.name, False, problem.replace("instead of G", "instead of the advantages")
+                                      .replace("G must be", "the advantages must be")
+                                      .replace("returned G of", "returned advantages of")
+                                      .replace("G[", "advantages[")))
+            continue
+        wrong = ~_close(A, right)
+        if not wrong.any():
+            results.append(CaseResult(case.name, True))
+            continue
+        t = int(np.argmax(wrong))
+        count = ("the advantage is wrong at one step, " if wrong.sum() == 1 else
+                 f"the advantages are wrong at {wrong.sum()} of {len(right)} steps; the first is ")
+        message = (f"{count}{_gae_step_label(case, t)}: yours {A[t]:.6g}, expected {right[t]:.6g} "
+                   f"(off by {abs(A[t] - right[t]):.3g})")
+        hint = next((text for values, text in _gae_mistakes(case) if _close(A, values).all()), "")
+        results.append(CaseResult(case.name, False, message, hint))
+    return CheckResult(checker, tuple(results))
