@@ -58,16 +58,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import io
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
@@ -75,8 +70,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import load_average, provenance  # noqa: E402  (a sibling module of this script)
+
 with contextlib.redirect_stderr(io.StringIO()):  # SB3 imports the old gym if present; it prints a notice
     import stable_baselines3 as sb3
+    from stable_baselines3.common.logger import Logger
+
+#: SB3's logger with no output (verbose=0 prints nothing anyway; this one does not create a folder in /tmp)
+QUIET = Logger(folder=None, output_formats=[])
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -136,6 +138,7 @@ def ours_dqn(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
 def sb3_dqn(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
     start = time.perf_counter()
     model = sb3.DQN("MlpPolicy", env_id, seed=seed, device="cpu", verbose=0, **ZOO_DQN)
+    model.set_logger(QUIET)
     model.learn(total_timesteps=total_steps)
     seconds = time.perf_counter() - start
     return Trained(lambda obs: model.predict(obs, deterministic=True)[0], int(model.num_timesteps), seconds)
@@ -174,6 +177,7 @@ def sb3_a2c(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
     start = time.perf_counter()
     env = make_vec_env(env_id, n_envs=ZOO_A2C["n_envs"], seed=seed)
     model = sb3.A2C("MlpPolicy", env, ent_coef=ZOO_A2C["ent_coef"], seed=seed, device="cpu", verbose=0)
+    model.set_logger(QUIET)
     model.learn(total_timesteps=total_steps)
     seconds = time.perf_counter() - start
     return Trained(lambda obs: model.predict(obs, deterministic=True)[0], int(model.num_timesteps), seconds)
@@ -227,55 +231,13 @@ def evaluate(act: Act, env_id: str, n_episodes: int, seed: int = EVAL_SEED) -> n
     return returns
 
 
-# --------------------------------------------------------------------------- where it ran
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def _commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "code/rl2llm", "benchmarks/rl_vs_sb3.py"],
-                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        return commit + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def provenance() -> dict:
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "os": platform.platform(terse=True)},
-        "versions": {"python": platform.python_version(), "rl2llm": _version("rl2llm"), "torch": torch.__version__,
-                     "gymnasium": gym.__version__, "numpy": np.__version__,
-                     "stable-baselines3": sb3.__version__},
-        "rl2llm_commit": _commit(),
-    }
-
-
 # --------------------------------------------------------------------------- running
 
 
 def run_algorithm(key: str, seeds: list[int], threads: int, episodes: int, quick: bool) -> dict:
     algo = ALGORITHMS[key]
     steps = algo.quick_steps if quick else algo.steps
-    load_before = os.getloadavg()
+    load_before = load_average()
     runs = []
     for n, seed in enumerate(seeds):
         sides = [("rl2llm", algo.ours), ("stable-baselines3", algo.theirs)]
@@ -293,9 +255,9 @@ def run_algorithm(key: str, seeds: list[int], threads: int, episodes: int, quick
                   f"return {run['return_mean']:.1f} +- {run['return_std']:.1f}", flush=True)
             runs.append(run)
     return {
-        "algorithm": algo.name, "env_id": algo.env_id, **provenance(),
-        "load_average": {"before": [round(x, 2) for x in load_before],
-                         "after": [round(x, 2) for x in os.getloadavg()]},
+        "algorithm": algo.name, "env_id": algo.env_id,
+        **provenance(("rl2llm", "torch", "gymnasium", "numpy", "stable-baselines3")),
+        "load_average": {"before": load_before, "after": load_average()},
         "settings": {"quick": quick, "env_steps": steps, "seeds": seeds, "threads": threads,
                      "eval_episodes": episodes, "eval_seed": EVAL_SEED, "device": "cpu",
                      "order": "per seed, one side after the other; ours first on even seeds"},
@@ -363,6 +325,14 @@ def write_results(path: Path, blocks: dict[str, dict]) -> None:
     print(f"[bench] wrote {path}")
 
 
+def results_path(key: str, out: Path | None, quick: bool) -> Path | None:
+    """Where an algorithm's results go: ``out`` if given, else none for a quick run, else one file per
+    environment (``CartPole-v1`` -> ``benchmarks/results/cartpole.json``)."""
+    if out is not None:
+        return out
+    return None if quick else RESULTS / f"{ALGORITHMS[key].env_id.split('-v')[0].lower()}.json"
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -379,8 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     for key in args.algos:
         blocks[key] = run_algorithm(key, seeds, args.threads, episodes, args.quick)
         print_table(blocks[key])
-        default = RESULTS / f"{ALGORITHMS[key].env_id.split('-v')[0].lower()}.json"  # CartPole-v1: cartpole.json
-        out = args.out or (None if args.quick else default)
+        out = results_path(key, args.out, args.quick)
         if out is not None:  # after each algorithm: a stopped run keeps what it finished
             write_results(out, {key: blocks[key]})
     return blocks

@@ -24,15 +24,22 @@ our ``FiniteMDP`` (checks P) against mdptoolbox's ``util.check`` plus the
 seconds, so it is timed once. Converting to mdptoolbox's format (A sparse
 (S, S) matrices, R of shape (S, A)) is not timed.
 
-Run:  python benchmarks/value_iteration.py [--quick] [--repeats 3] [--tol 1e-8]
+Writes ``benchmarks/results/value_iteration.json`` (the rows, the settings, the
+date, the machine, the versions, the commit), which ``book/benchmarks.md`` shows;
+``--quick`` writes a file only where ``--out`` says.
+
+Run:  python benchmarks/value_iteration.py [--quick] [--repeats 3] [--tol 1e-8] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 from hiive.mdptoolbox.mdp import ValueIteration
@@ -40,6 +47,11 @@ from hiive.mdptoolbox.util import check
 
 from rl2llm.dp import q_from_v, value_iteration
 from rl2llm.mdp import FiniteMDP, gridworld, random_mdp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import load_average, provenance  # noqa: E402  (a sibling module of this script)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "value_iteration.json"
 
 
 def grid_layout(n: int, seed: int = 0) -> list[str]:
@@ -143,14 +155,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="small problems (500 states, 20x20 grid)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the best counts")
     parser.add_argument("--tol", type=float, default=1e-8, help="stopping threshold of both libraries")
+    parser.add_argument("--out", type=Path, help="results file (default benchmarks/results/value_iteration.json; "
+                        "--quick: none)")
     args = parser.parse_args(argv)
+    load_before = load_average()
     rows = [compare(name, mdp, args.tol, args.repeats) for name, mdp in problems(args.quick)]
     print_table(rows, args.tol, args.repeats)
     for r in rows:
         assert r["sweeps"][0] == r["sweeps"][1], f"{r['problem']}: different sweep counts"
         assert r["v_diff"] < r["bound"], f"{r['problem']}: value functions differ by {r['v_diff']:.2e}"
         assert r["as_good"] == 1.0, f"{r['problem']}: policies differ beyond ties"
+    out = args.out or (None if args.quick else RESULTS)
+    if out is not None:
+        write_results(out, rows, {"quick": args.quick, "repeats": args.repeats, "tol": args.tol}, load_before)
     return rows
+
+
+def write_results(path: Path, rows: list[dict], settings: dict, load_before: list[float]) -> None:
+    """The rows with the settings and where they ran, as JSON (NumPy numbers as plain ones)."""
+    data = {"benchmark": "value iteration: rl2llm vs mdptoolbox-hiive", "schema": 1,
+            **provenance(("rl2llm", "numpy", "scipy", "mdptoolbox-hiive")),
+            "load_average": {"before": load_before, "after": load_average()}, "settings": settings, "rows": rows}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=lambda x: x.item() if hasattr(x, "item") else str(x)) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

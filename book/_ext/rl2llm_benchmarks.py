@@ -1,0 +1,243 @@
+"""The Benchmarks page: tables and verdicts read from the results files of ``benchmarks/``.
+
+* ``{rl-benchmark} benchmarks/results/cartpole.json``: one section per
+  algorithm in the file (rl2llm against Stable-Baselines3, written by
+  ``benchmarks/rl_vs_sb3.py``): a verdict in words (who reaches the return goal,
+  how the speeds compare, where we are behind), a table per library, and in the
+  scientist edition a table per seed and where and with what it ran.
+* ``{vi-benchmark} benchmarks/results/value_iteration.json``: the value
+  iteration comparison with mdptoolbox (``benchmarks/value_iteration.py``).
+
+The files are read while the page is read, and the page depends on them
+(``env.note_dependency``): a changed results file re-reads the page on the next
+build, nothing else does. A missing file gives a note that says how to produce it,
+not an error. The verdicts are computed from the numbers, so the page cannot claim
+what the file does not say.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.util.docutils import SphinxDirective
+
+LIBRARIES = ("rl2llm", "stable-baselines3")
+
+
+def _paragraph(*parts) -> nodes.paragraph:
+    """A paragraph from strings and ready nodes (``("strong", text)`` for bold)."""
+    para = nodes.paragraph()
+    for part in parts:
+        if isinstance(part, tuple):
+            para += nodes.strong(text=part[1])
+        elif isinstance(part, nodes.Node):
+            para += part
+        else:
+            para += nodes.Text(part)
+    return para
+
+
+def _table(header: tuple[str, ...], rows: list[tuple], classes: tuple[str, ...] = ()) -> nodes.table:
+    table = nodes.table(classes=["benchmark-table", *classes])
+    group = nodes.tgroup(cols=len(header))
+    table += group
+    for _ in header:
+        group += nodes.colspec(colwidth=1)
+    head = nodes.thead()
+    body = nodes.tbody()
+    for parent, cells in [(head, header)] + [(body, row) for row in rows]:
+        row = nodes.row()
+        for text in cells:
+            entry = nodes.entry()
+            entry += nodes.paragraph(text=str(text))
+            row += entry
+        parent += row
+    group += head
+    group += body
+    return table
+
+
+def _fmt_int(x) -> str:
+    return f"{x:,.0f}"
+
+
+class _ResultsDirective(SphinxDirective):
+    required_arguments = 1
+    has_content = False
+
+    def _load(self):
+        """The results file as a dict, or None if it does not exist; the page depends on it either way."""
+        path = Path(self.env.srcdir) / self.arguments[0]
+        self.env.note_dependency(str(path))
+        if not path.exists():
+            return None
+        return json.loads(path.read_text())
+
+    @property
+    def manager(self) -> bool:
+        return getattr(self.config, "rl2llm_edition", "scientist") == "manager"
+
+    def _missing(self, command: str, minutes: str) -> list[nodes.Node]:
+        if self.manager:
+            return [_paragraph("These measurements have not been made for this copy of the book yet.")]
+        return [_paragraph("No results file yet (", nodes.literal(text=self.arguments[0]), "). Run ",
+                           nodes.literal(text=command), f" ({minutes}) and build again; the page re-reads the "
+                           "file on every build.")]
+
+
+# --------------------------------------------------------------------------- deep RL against Stable-Baselines3
+
+
+class RLBenchmark(_ResultsDirective):
+    """``{rl-benchmark} <results file>``: rl2llm against Stable-Baselines3, one section per algorithm."""
+
+    def run(self):
+        data = self._load()
+        if data is None or not data.get("algorithms"):
+            return self._missing("python benchmarks/rl_vs_sb3.py", "about half an hour on two cores")
+        out = []
+        for key, block in data["algorithms"].items():
+            out += self._algorithm(key, block)
+        return out
+
+    def _names(self) -> dict:
+        if self.manager:
+            return {"rl2llm": "the book's code", "stable-baselines3": "Stable-Baselines3"}
+        return {"rl2llm": "rl2llm", "stable-baselines3": "Stable-Baselines3"}
+
+    def _algorithm(self, key: str, b: dict) -> list[nodes.Node]:
+        s, settings, goals = b["summary"], b["settings"], b["goals"]
+        ours, theirs = s["rl2llm"], s["stable-baselines3"]
+        name = self._names()
+        section = nodes.section(ids=[f"benchmark-{key}-{b['env_id'].lower()}"])
+        section += nodes.title(text=f"{b['algorithm']} on {b['env_id']}")
+        out: list[nodes.Node] = [section]
+        if settings.get("quick"):
+            section += nodes.warning("", _paragraph(
+                "These are figures from a quick run (a few thousand steps), not the benchmark: "
+                "neither side has had the time to learn."))
+        n = len(settings["seeds"])
+        steps = _fmt_int(settings["env_steps"])
+        ratio = s["speed_ratio"]
+        # who reaches the return goal
+        goal = f"{goals['return']:g}"
+        returns = (f"Return (the mean over {settings['eval_episodes']} test episodes, averaged over {n} training "
+                   f"runs with different seeds; {goal} counts as solving the task, 500 is the maximum): "
+                   f"{name['rl2llm']} {ours['return_mean']:.1f} ({ours['seeds_at_goal']} of {n} runs at {goal} "
+                   f"or more), {name['stable-baselines3']} {theirs['return_mean']:.1f} "
+                   f"({theirs['seeds_at_goal']} of {n}).")
+        if ratio >= 1:
+            speed = (f"Speed: {name['rl2llm']} trained at {_fmt_int(ours['steps_per_second'])} environment steps "
+                     f"per second, {name['stable-baselines3']} at {_fmt_int(theirs['steps_per_second'])}: "
+                     f"{ratio:.2f} times as fast (the goal is {goals['speed_ratio']:g} times).")
+        else:
+            speed = (f"Speed: {name['rl2llm']} trained at {_fmt_int(ours['steps_per_second'])} environment steps "
+                     f"per second, {name['stable-baselines3']} at {_fmt_int(theirs['steps_per_second'])}: "
+                     f"{name['rl2llm']} is slower, at {ratio:.2f} times the speed "
+                     f"(the goal is {goals['speed_ratio']:g} times).")
+        section += _paragraph(f"Both trained for {steps} environment steps with the same settings. ", returns,
+                              " ", speed)
+        section += _paragraph(("strong", "Verdict: "), self._verdict(b))
+        section += _table(
+            ("library", "mean return", "worst run", f"runs at {goal}+", "steps per second"),
+            [(name[lib], f"{s[lib]['return_mean']:.1f}", f"{s[lib]['return_min_seed']:.1f}",
+              f"{s[lib]['seeds_at_goal']} of {s[lib]['seeds']}", _fmt_int(s[lib]["steps_per_second"]))
+             for lib in LIBRARIES])
+        if not self.manager:
+            section += _table(
+                ("library", "seed", "return (mean ± std)", "worst episode", "seconds", "steps per second"),
+                [(r["library"], r["seed"], f"{r['return_mean']:.1f} ± {r['return_std']:.1f}",
+                  f"{r.get('return_min', float('nan')):.0f}", f"{r['seconds']:.1f}",
+                  _fmt_int(r["steps_per_second"])) for r in b["runs"]], classes=("benchmark-seeds",))
+        section += self._provenance(b)
+        return out
+
+    def _verdict(self, b: dict) -> str:
+        s, goals = b["summary"], b["goals"]
+        ours, theirs = s["rl2llm"], s["stable-baselines3"]
+        us = "The book's code" if self.manager else "rl2llm"
+        behind = []
+        if not s["return_goal_met"]:
+            behind.append(f"it does not reach the return goal ({ours['return_mean']:.1f} against "
+                          f"{goals['return']:g})")
+        elif ours["seeds_at_goal"] < ours["seeds"]:
+            behind.append(f"only {ours['seeds_at_goal']} of its {ours['seeds']} runs reach {goals['return']:g}")
+        if ours["return_mean"] < theirs["return_mean"] - 1.0:
+            behind.append(f"its return is lower than Stable-Baselines3's ({ours['return_mean']:.1f} against "
+                          f"{theirs['return_mean']:.1f})")
+        if s["speed_ratio"] < 1:
+            behind.append(f"it is slower than Stable-Baselines3 ({s['speed_ratio']:.2f} times its speed)")
+        elif not s["speed_goal_met"]:
+            behind.append(f"it is faster, but by {s['speed_ratio']:.2f} times, short of the "
+                          f"{goals['speed_ratio']:g} times we aim for")
+        if not behind:
+            return (f"{us} meets both goals: it solves the task and trains {s['speed_ratio']:.2f} times as fast "
+                    "as Stable-Baselines3.")
+        return f"{us} is behind here: " + "; ".join(behind) + "."
+
+    def _provenance(self, b: dict) -> nodes.paragraph:
+        m, v, settings, load = b["machine"], b["versions"], b["settings"], b.get("load_average", {})
+        before, after = (load.get(k, [None])[0] for k in ("before", "after"))
+        busy = before is not None and max(before, after) > 0.5 * (m.get("cores") or 1)
+        if self.manager:
+            text = (f"Measured on {b['date'][:10]} on an ordinary {m['cores']}-core computer ({m['cpu']}), "
+                    "both libraries in the same session, one after the other for each training run.")
+            if busy:
+                text += (" The computer was shared with other work at the time, which slows both sides; "
+                         "the comparison between them still holds, the absolute speeds less so.")
+            return _paragraph(text)
+        text = (f"Measured {b['date']} on {m['cpu']} ({m['cores']} cores, {m.get('os', '')}), "
+                f"{settings['threads']} PyTorch thread(s) on both sides, seeds {', '.join(map(str, settings['seeds']))}, "
+                f"{settings['eval_episodes']} greedy evaluation episodes per model (starts reset(seed={settings['eval_seed']} + i), "
+                f"the same for every model). Python {v['python']}, PyTorch {v['torch']}, Gymnasium {v['gymnasium']}, "
+                f"NumPy {v['numpy']}, Stable-Baselines3 {v['stable-baselines3']}, rl2llm {v['rl2llm']} at commit "
+                f"{b['rl2llm_commit']}.")
+        if before is not None:
+            text += f" Load average (1 min) {before:.2f} before and {after:.2f} after"
+            text += ": the machine was shared, so both speeds are understated." if busy else "."
+        if b.get("note"):
+            text += f" Matching the settings: {b['note']}."
+        return _paragraph(text)
+
+
+# --------------------------------------------------------------------------- value iteration against mdptoolbox
+
+
+class VIBenchmark(_ResultsDirective):
+    """``{vi-benchmark} <results file>``: value iteration, rl2llm against mdptoolbox-hiive."""
+
+    def run(self):
+        data = self._load()
+        if data is None:
+            return self._missing("python benchmarks/value_iteration.py", "a few minutes")
+        rows = data["rows"]
+        m, v = data["machine"], data["versions"]
+        if self.manager:
+            out = [_paragraph(
+                "Both libraries solve the same two planning problems to the same answer (the same values and "
+                "equally good decisions in every state); the table shows how long each takes.")]
+            out.append(_table(
+                ("problem", "situations", "the book's code, seconds", "mdptoolbox, seconds", "times as fast"),
+                [(r["problem"], _fmt_int(r["states"]), f"{r['solve'][0]:.2f}", f"{r['solve'][1]:.2f}",
+                  f"{r['solve'][1] / r['solve'][0]:.1f}") for r in rows]))
+            out.append(_paragraph(f"Measured on {data['date'][:10]} on an ordinary {m['cores']}-core computer."))
+            return out
+        out = [_table(
+            ("problem", "states", "sweeps", "solve: rl2llm s", "mdptoolbox s", "speed-up", "max |V diff|"),
+            [(r["problem"], _fmt_int(r["states"]), r["sweeps"][0], f"{r['solve'][0]:.3f}", f"{r['solve'][1]:.3f}",
+              f"{r['solve'][1] / r['solve'][0]:.1f}×", f"{r['v_diff']:.1e}") for r in rows])]
+        out.append(_paragraph(
+            f"Best of {data['settings']['repeats']} runs, tolerance {data['settings']['tol']:g}; mdptoolbox pinned "
+            f"to our number of sweeps, so both do the same arithmetic. Measured {data['date']} on {m['cpu']} "
+            f"({m['cores']} cores); Python {v['python']}, NumPy {v['numpy']}, SciPy {v['scipy']}, "
+            f"mdptoolbox-hiive {v['mdptoolbox-hiive']}, rl2llm at commit {data['rl2llm_commit']}."))
+        return out
+
+
+def setup(app: Sphinx):
+    app.add_directive("rl-benchmark", RLBenchmark)
+    app.add_directive("vi-benchmark", VIBenchmark)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
