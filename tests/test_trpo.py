@@ -387,3 +387,54 @@ def test_tabular_bad_inputs(grid):
         tabular_fisher(grid, np.zeros((3, 4)))
     with pytest.raises(TypeError, match="mdp"):
         natural_policy_gradient("grid", np.zeros((3, 4)))
+
+
+# --------------------------------------------------------------------------- the self-checking exercise
+
+
+def reader_cg(Avp, b, iters, conjugate=True, stop=True, recompute=False, sign=1.0):
+    x = np.zeros_like(b)
+    r = b.copy()
+    p, rr = r.copy(), r @ r
+    for _ in range(iters):
+        if stop and rr < 1e-20:
+            break
+        Ap = Avp(p)
+        alpha = rr / (p @ Ap)
+        x = x + sign * alpha * p
+        r = b - Avp(x) if recompute else r - alpha * Ap
+        new = r @ r
+        p = r + new / rr * p if conjugate else r.copy()
+        rr = new
+    return x
+
+
+def test_check_conjugate_gradient_passes_the_reference_and_the_package():
+    from rl2llm.exercises import check_conjugate_gradient
+    assert check_conjugate_gradient(reader_cg).passed
+    assert check_conjugate_gradient(lambda Avp, b, iters: conjugate_gradient(Avp, b, iters)).passed
+
+
+@pytest.mark.parametrize("options, expected", [
+    (dict(conjugate=False), "what steepest descent reaches"),
+    (dict(sign=-1.0), "wrong sign"),
+    (dict(recompute=True), "one product A p per iteration"),
+])
+def test_check_conjugate_gradient_recognises_typical_mistakes(options, expected):
+    from rl2llm.exercises import check_conjugate_gradient
+    result = check_conjugate_gradient(lambda Avp, b, iters: reader_cg(Avp, b, iters, **options))
+    assert not result.passed and expected in result.report()
+
+
+def test_check_conjugate_gradient_reports_nan_none_matrices_and_bad_arguments():
+    from rl2llm.exercises import check_conjugate_gradient
+    with np.errstate(all="ignore"):
+        report = check_conjugate_gradient(lambda Avp, b, iters: reader_cg(Avp, b, iters, stop=False)).report()
+    assert "5 of 6 cases pass" in report and "0 / 0" in report
+    assert "forget the return" in check_conjugate_gradient(lambda Avp, b, iters: None).report()
+    assert "not the matrix" in check_conjugate_gradient(lambda Avp, b, iters: np.linalg.solve(Avp, b)).report()
+    assert "returned b unchanged" in check_conjugate_gradient(lambda Avp, b, iters: b).report()
+    with pytest.raises(TypeError, match="fn must take 3 arguments"):
+        check_conjugate_gradient(lambda Avp, b: b)
+    with pytest.raises(TypeError, match="fn must be your function"):
+        check_conjugate_gradient("cg")

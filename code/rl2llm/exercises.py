@@ -840,3 +840,147 @@ def check_gae(fn: Callable) -> CheckResult:
         hint = next((text for values, text in _gae_mistakes(case) if _close(A, values).all()), "")
         results.append(CaseResult(case.name, False, message, hint))
     return CheckResult(checker, tuple(results))
+
+
+# =========================================================================== Lecture 5: conjugate gradient
+#
+# Lecture 5 (Trust regions and TRPO) asks for ``conjugate_gradient(Avp, b, iters) -> x``, which solves
+# ``A x = b`` for a symmetric positive-definite ``A`` known only through products ``Avp(v) = A v``,
+# checked by :func:`check_conjugate_gradient` against the exact solution.
+
+
+@dataclass(frozen=True)
+class _SolveCase:
+    name: str
+    A: np.ndarray
+    b: np.ndarray
+    iters: int
+
+
+def _spd(eigenvalues, seed: int) -> np.ndarray:
+    """A symmetric positive-definite matrix with the given eigenvalues and random eigenvectors."""
+    eigenvalues = np.asarray(eigenvalues, dtype=float)
+    Q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(len(eigenvalues),) * 2))
+    return Q @ np.diag(eigenvalues) @ Q.T
+
+
+def _conjugate_gradient_cases() -> list[_SolveCase]:
+    rng = np.random.default_rng(5)
+    return [
+        _SolveCase("a 1 x 1 system, 3 x = 6, one iteration", np.array([[3.0]]), np.array([6.0]), 1),
+        _SolveCase("a 2 x 2 system, two iterations", np.array([[4.0, 1.0], [1.0, 3.0]]), np.array([1.0, 2.0]), 2),
+        _SolveCase("a diagonal 4 x 4 matrix (entries 1 to 8), four iterations", np.diag([1.0, 2.0, 5.0, 8.0]),
+                   np.array([1.0, -1.0, 2.0, 0.5]), 4),
+        _SolveCase("a random 8 x 8 matrix, condition number 50, eight iterations",
+                   _spd(np.geomspace(1, 50, 8), 1), rng.normal(size=8), 8),
+        _SolveCase("30 x 30, only three distinct eigenvalues (a low-rank damped Fisher), three iterations",
+                   _spd([0.1] * 20 + [2.0] * 8 + [9.0] * 2, 2),
+                   rng.normal(size=30), 3),
+        _SolveCase("b = 0 (the answer is 0: stop before dividing by a zero residual)", _spd([1.0, 2.0, 3.0], 3),
+                   np.zeros(3), 3),
+    ]
+
+
+def _cg_reference(A: np.ndarray, b: np.ndarray, iters: int, conjugate: bool = True, sign: float = 1.0):
+    """Conjugate gradient (or, with ``conjugate=False``, steepest descent) from x = 0, in NumPy."""
+    x, r = np.zeros_like(b), b.copy()
+    p, rr = r.copy(), float(r @ r)
+    for _ in range(iters):
+        if rr <= 1e-30:
+            break
+        Ap = A @ p
+        alpha = rr / float(p @ Ap)
+        x = x + sign * alpha * p
+        r = r - alpha * Ap
+        new_rr = float(r @ r)
+        p = r + (new_rr / rr) * p if conjugate else r.copy()
+        rr = new_rr
+    return x
+
+
+def _conjugate_gradient_mistakes(case: _SolveCase) -> list[tuple[np.ndarray, str]]:
+    A, b, n = case.A, case.b, case.iters
+    return [
+        (b, "you returned b unchanged: start from x = 0 with the residual r = b, and move x along each "
+            "direction by alpha = (r.r) / (p.A p)"),
+        (A @ b, "you returned A b: the task is the opposite, x with A x = b, found by products with A alone"),
+        (-np.linalg.solve(A, b), "your x has the wrong sign everywhere: the residual is r = b - A x (so "
+                                 "r = b at x = 0), and x moves by +alpha p"),
+        (_cg_reference(A, b, n, conjugate=False),
+         "your answer is what steepest descent reaches in this many iterations: each new direction must be "
+         "the residual plus beta times the previous direction, p = r + (r_new.r_new / r_old.r_old) p, "
+         "so that the directions are conjugate"),
+    ]
+
+
+class _CountingProduct:
+    """``v -> A v`` for the reader, counting its calls and refusing vectors of the wrong shape."""
+
+    def __init__(self, A: np.ndarray):
+        self.A, self.calls = A, 0
+
+    def __call__(self, v):
+        v = np.asarray(v, dtype=float)
+        if v.shape != (self.A.shape[0],):
+            raise ValueError(f"Avp takes a vector of shape ({self.A.shape[0]},), got shape {v.shape}")
+        self.calls += 1
+        return self.A @ v
+
+
+def check_conjugate_gradient(fn: Callable) -> CheckResult:
+    """Check ``fn(Avp, b, iters) -> x``: conjugate gradient for ``A x = b``, with ``A`` only as ``Avp(v) = A v``.
+
+    ``A`` is symmetric positive-definite; start from ``x = 0`` and use at
+    most ``iters`` iterations, one product each. Every case's ``iters`` is
+    enough for conjugate gradient to be exact (up to rounding): the size of
+    the matrix, or its number of distinct eigenvalues. The cases include a
+    1 x 1 system, a matrix with three distinct eigenvalues solved in three
+    iterations (steepest descent is not), and ``b = 0``. The answer counts
+    as right within 1e-6 (relative) of ``numpy.linalg.solve``.
+    """
+    checker = "check_conjugate_gradient"
+    _check_callable(fn, checker, 3, "conjugate_gradient(Avp, b, iters)")
+    results = []
+    for case in _conjugate_gradient_cases():
+        right = np.linalg.solve(case.A, case.b)
+        product = _CountingProduct(case.A)
+        try:
+            answer = fn(product, case.b.copy(), case.iters)
+            error = ""
+        except Exception:   # the reader's bug, reported with where it happened
+            answer, error = _call(fn, (_CountingProduct(case.A), case.b.copy(), case.iters))
+        if error:
+            hint = ("Avp is a function, v -> A v, not the matrix: call Avp(p) wherever you need A p"
+                    if "_CountingProduct" in error or "0-dimensional" in error else "")
+            results.append(CaseResult(case.name, False, error, hint))
+            continue
+        x, problem = _as_vector(answer, "x", len(right))
+        if problem:
+            problem = problem.replace("one value per state", "one entry per unknown")
+            hint = ("with b = 0 the first residual is 0, and alpha = (r.r) / (p.A p) is 0 / 0: stop as soon "
+                    "as r.r is (near) zero" if not case.b.any() and "finite" in problem else "")
+            results.append(CaseResult(case.name, False, problem, hint))
+            continue
+        scale = max(1.0, float(np.abs(right).max()))
+        off = np.abs(x - right) > 1e-6 * scale
+        if product.calls > case.iters + 1:
+            results.append(CaseResult(case.name, False,
+                                      f"called Avp {product.calls} times in {case.iters} iterations",
+                                      "conjugate gradient needs one product A p per iteration: keep the "
+                                      "residual up to date with r = r - alpha A p instead of recomputing b - A x; "
+                                      "in TRPO every product costs a pass through the network"))
+            continue
+        if not off.any():
+            results.append(CaseResult(case.name, True))
+            continue
+        i = int(np.argmax(off))
+        message = (f"x is wrong in {off.sum()} of {len(right)} entries; the first is x[{i}]: yours {x[i]:.6g}, "
+                   f"the solution {right[i]:.6g}")
+        hint = next((text for values, text in _conjugate_gradient_mistakes(case)
+                     if np.allclose(x, values, rtol=1e-6, atol=1e-9)), "")
+        if not hint and np.linalg.norm(case.A @ x - case.b) < np.linalg.norm(case.b):
+            hint = ("x is closer to the solution than 0 but not there in this many iterations: check "
+                    "beta = (r_new.r_new) / (r_old.r_old), computed before r_old is overwritten, and "
+                    "alpha = (r.r) / (p.A p)")
+        results.append(CaseResult(case.name, False, message, hint))
+    return CheckResult(checker, tuple(results))
