@@ -318,6 +318,10 @@ def _except(method, replacement):
      "expected SARSA, one greedy action, epsilon = 0.1", "the greedy one included: each gets epsilon / A"),
     (_except("sarsa", lambda r, q, a, t, g, e: r if t else g * (r + g * q[a])),
      "SARSA, the next action is not the greedy one", ""),
+    # expected SARSA that forgets the terminal case: told about the terminal state, not about ties
+    (_except("expected_sarsa", lambda r, q, a, t, g, e: r + g * (
+        e / len(q) + (1 - e) * (q == q.max()) / (q == q.max()).sum()) @ q),
+     "expected SARSA, the next state is terminal", "no expected value of the next state is added"),
 ])
 def test_classic_td_target_mistakes_are_diagnosed(solution, case, hint):
     result = check_td_target(solution)

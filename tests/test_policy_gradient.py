@@ -219,6 +219,19 @@ def test_sample_episodes_matches_the_exact_value_and_visits():
     assert np.allclose(visits, discounted_visits(GRID, probs), atol=0.06)
 
 
+def test_sample_episodes_pays_the_landing_that_happened():
+    """A grid world pays its goal and pits on landing: a sampled step gets the step cost plus the entry
+    reward of the cell it actually landed in, not the average over where it might have landed."""
+    world = gridworld(["S.G", ".X."], slip=0.5, gamma=0.9, step_reward=-0.1)
+    ro = sample_episodes(world, np.full((world.n_states, 4), 0.25), 2000, seed=0)
+    expected = -0.1 + world.entry_reward[ro.next_observations]
+    assert np.allclose(ro.rewards, expected)
+    assert set(np.round(ro.rewards, 9)) == {-0.1, 0.9, -1.1}  # realised values only
+    returns = ro.episode_returns(world.gamma)
+    exact = softmax_policy_value(world, np.zeros((world.n_states, 4)))
+    assert abs(returns.mean() - exact) < Z_MAX * returns.std() / np.sqrt(2000)
+
+
 def test_sample_episodes_cuts_long_episodes_off():
     P = np.zeros((2, 1, 2))
     P[0, 0, 0] = 1.0

@@ -254,6 +254,26 @@ def _manager_body(page: Path) -> BeautifulSoup:
     return article
 
 
+def test_every_notebook_download_is_the_readers_notebook(site, scientist_pages):
+    """Both the theme's download button and the strip's link serve the reader's notebook: solutions
+    gathered at the end, the build's checks left out."""
+    served = 0
+    for page in scientist_pages:
+        for a in _soup(page).select('a[href$=".ipynb"]'):
+            target = (page.parent / a["href"]).resolve()
+            assert target.is_file(), f"{page.relative_to(site)} links a notebook that is not there: {a['href']}"
+            cells = json.loads(target.read_text(encoding="utf8"))["cells"]
+            tags = [c.get("metadata", {}).get("tags", []) for c in cells]
+            assert not any("check" in t for t in tags), f"{a['href']} contains the build's checks"
+            solutions = [i for i, t in enumerate(tags) if "solution" in t]
+            if solutions:
+                heading = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown"
+                               and "".join(c["source"]).startswith("## Solutions"))
+                assert heading < min(solutions), f"{a['href']}: a solution sits before the Solutions heading"
+            served += 1
+    assert served >= 4, "the chapters offer their notebooks for download"
+
+
 def test_manager_edition_reaches_no_code(site, manager_pages):
     """No source download, no notebook, no launch button, no link to the repository or a page's source."""
     assert not (site / "manager" / "_sources").exists(), "the manager edition ships the chapters' sources"

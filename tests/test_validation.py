@@ -88,6 +88,8 @@ BAD = [
     ("R-nan", lambda: FiniteMDP(U, with_entry(R0, (1, 0), NAN), 0.9), ValueError, r"R must be finite.*R\[1, 0\] = nan"),
     ("R-inf", lambda: FiniteMDP(U, with_entry(R0, (0, 1), INF), 0.9), ValueError, r"R must be finite.*R\[0, 1\] = inf"),
     ("R-1d", lambda: FiniteMDP(U, np.zeros(3), 0.9), ValueError, r"R must have shape \(S, A\)"),
+    ("entry-shape", lambda: FiniteMDP(U, R0, 0.9, entry_reward=np.zeros(2)), ValueError, r"entry_reward"),
+    ("entry-nan", lambda: FiniteMDP(U, R0, 0.9, entry_reward=[0, NAN, 0]), ValueError, r"entry_reward"),
     ("R-empty", lambda: FiniteMDP(np.zeros((0, 2, 0)), np.zeros((0, 2)), 0.9),
      ValueError, r"R must have shape .*S, A >= 1"),
     ("R-strings", lambda: FiniteMDP(U, [["a", "b"]] * 3, 0.9), TypeError, r"R must be an array of numbers"),

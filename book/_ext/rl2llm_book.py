@@ -825,9 +825,14 @@ def _on_build_finished(app: Sphinx, exception) -> None:
             target = outdir / "_executed" / f"{docname}.ipynb"
             target.parent.mkdir(parents=True, exist_ok=True)
             glue = executed / f"{docname}.glue.json"
-            target.write_text(reader_notebook(source.read_text(encoding="utf8"),
-                                              glue.read_text(encoding="utf8") if glue.exists() else "{}"),
-                              encoding="utf8")
+            notebook = reader_notebook(source.read_text(encoding="utf8"),
+                                       glue.read_text(encoding="utf8") if glue.exists() else "{}")
+            target.write_text(notebook, encoding="utf8")
+            # The theme's "download notebook" button serves _sources/<doc>.ipynb: the same reader's
+            # notebook (solutions at the end, checks left out), not the raw conversion of the page.
+            theme_copy = outdir / "_sources" / f"{docname}.ipynb"
+            if theme_copy.exists():
+                theme_copy.write_text(notebook, encoding="utf8")
     summary = {
         "edition": app.config.rl2llm_edition,
         "fingerprint": app.config.rl2llm_fingerprint,

@@ -472,6 +472,9 @@ def _td_alternatives(case: _TDCase) -> list[tuple[float, str]]:
                                             "the reward (do not add gamma times any value)"))
         explained.append((r + g * q[case.next_action], "the next state is terminal: nothing follows it, so the "
                                                        "target is just the reward"))
+        policy = eps / A + (1 - eps) * (q == q.max()) / len(greedy)  # the epsilon-greedy probabilities
+        explained.append((r + g * policy @ q, "the next state is terminal: nothing follows it, so the target is "
+                                              "just the reward (no expected value of the next state is added)"))
     if case.method == "sarsa":
         explained.append((r + g * q.max(), "SARSA bootstraps from the action the agent actually takes next, "
                                            "q_next[next_action], not from the best one (that is Q-learning)"))
@@ -483,8 +486,9 @@ def _td_alternatives(case: _TDCase) -> list[tuple[float, str]]:
                                            "has probability epsilon / A, and the greedy ones share 1 - epsilon more"))
         explained.append((r + g * q.mean(), "expected SARSA weights the actions by the epsilon-greedy "
                                             "probabilities, not equally (unless epsilon = 1)"))
-        explained.append((r + g * each_tied_in_full @ q, "with a tie, the tied greedy actions *share* 1 - epsilon "
-                                                         "(the probabilities must add up to 1)"))
+        if len(greedy) > 1:
+            explained.append((r + g * each_tied_in_full @ q, "with a tie, the tied greedy actions *share* 1 - "
+                                                             "epsilon (the probabilities must add up to 1)"))
         explained.append((r + g * all_but_greedy @ q, "exploration picks uniformly among *all* A actions, the greedy "
                                                       "one included: each gets epsilon / A"))
     explained.append((g * (r + g * q.max()), "only what follows is discounted: the target is "

@@ -44,7 +44,8 @@ class FiniteMDP:
     ``(S * A, S)`` matrix of finite, non-negative probabilities whose rows sum
     to 1 within ``PROB_TOL``; ``gamma`` a real number in ``[0, 1]`` (not a
     bool); ``terminal`` ``None`` or a mask of shape ``(S,)`` (bools, or 0/1);
-    ``start`` ``None`` or a state index. The grid fields are for plotting:
+    ``start`` ``None`` or a state index; ``entry_reward`` ``None`` or ``(S,)``
+    finite numbers (see below). The grid fields are for plotting:
     ``grid_shape`` a pair of positive ints, ``cells`` an ``(S, 2)`` array of
     (row, col) inside it, ``layout`` a sequence of row strings.
     """
@@ -60,6 +61,11 @@ class FiniteMDP:
     layout: tuple[str, ...] | None = None
     start: int | None = None
     name: str = field(default="mdp")
+    #: The part of ``R`` paid for *landing* in a state (a grid world's goal and pits): when set,
+    #: ``R[s, a]`` already averages ``entry_reward`` over where ``a`` may land. Planning needs only
+    #: ``R``; a simulator that samples the landing pays the realised reward,
+    #: ``R[s, a] - sum_s2 P[s, a, s2] entry_reward[s2] + entry_reward[s2_landed]``.
+    entry_reward: np.ndarray | None = None
 
     def __post_init__(self):
         self.R = check.as_finite_array("R", self.R)
@@ -72,6 +78,8 @@ class FiniteMDP:
         self.start = None if self.start is None else check.as_int("start", self.start, 0, S - 1)
         if not isinstance(self.name, str):
             raise TypeError(f"name must be a str, got {check.describe(self.name)}")
+        if self.entry_reward is not None:
+            self.entry_reward = check.as_finite_array("entry_reward", self.entry_reward, (S,), "(S,)")
         self._check_grid_fields()
 
     def _check_grid_fields(self) -> None:
@@ -264,6 +272,7 @@ def gridworld(
     return FiniteMDP(
         P, R, gamma, terminal=terminal, grid_shape=(n_rows, n_cols), cells=cells,
         layout=tuple(layout), start=int(starts[0]) if len(starts) else None, name="gridworld",
+        entry_reward=entry_reward,
     )
 
 

@@ -300,9 +300,10 @@ def sample_episodes(mdp: FiniteMDP, policy, n_episodes: int, start=None, max_ste
     """Sample ``n_episodes`` whole episodes of ``mdp`` under a stochastic ``policy``, as one ``(T,)`` stream.
 
     All episodes advance together, one vectorised NumPy step at a time. The
-    reward of a step is the model's expected reward ``R[s, a]`` (a
-    :class:`FiniteMDP` stores no other), so returns are as random as the
-    actions and transitions make them and their averages are exact.
+    reward of a step is what a player would be paid: where the MDP says which
+    part of its reward is paid on landing (``mdp.entry_reward``, as a grid
+    world's goal and pits), the landing actually sampled decides that part;
+    otherwise the step pays the model's expected reward ``R[s, a]``.
 
     ``policy``: ``(S, A)`` action probabilities (rows summing to 1) or a
     :class:`rl2llm.policies.TabularSoftmaxPolicy`; ``start``: ``None`` (the
@@ -342,7 +343,12 @@ def sample_episodes(mdp: FiniteMDP, policy, n_episodes: int, start=None, max_ste
     data = {name: np.concatenate(values) for name, values in record.items()}
     order = np.lexsort((data["t"], data["episode"]))  # episode by episode, each in time order
     s, a, s2, term, trunc = (data[k][order] for k in ("s", "a", "s2", "term", "trunc"))
-    return Rollout(observations=s, actions=a, rewards=mdp.R[s, a], terminated=term, truncated=trunc,
+    rewards = mdp.R[s, a]
+    if mdp.entry_reward is not None:  # pay the landing that happened, not its average
+        expected_entry = np.asarray(mdp.P @ mdp.entry_reward).reshape(S, A) if sp.issparse(mdp.P) \
+            else mdp.P @ mdp.entry_reward
+        rewards = rewards - expected_entry[s, a] + mdp.entry_reward[s2]
+    return Rollout(observations=s, actions=a, rewards=rewards, terminated=term, truncated=trunc,
                    log_probs=np.log(probs[s, a]), next_observations=s2)
 
 
