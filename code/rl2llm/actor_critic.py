@@ -219,28 +219,33 @@ def train_a2c(env_id: str, config: A2CConfig = A2CConfig(), seed: int = 0, eval_
                           description or f"A2C on {env_id}, seed {seed}")
 
 
-def _train_a2c(env_id, obs_dim, n_actions, c: A2CConfig, seed, eval_every, eval_episodes,
-               description) -> A2CResult:
+def _train_a2c(env_id, obs_dim, n_actions, c: A2CConfig, seed, eval_every,
+               eval_episodes, description) -> A2CResult:
     start_time = time.perf_counter()
     N, T = c.n_envs, c.n_steps
     policy, value = make_networks(obs_dim, n_actions, c.hidden, c.shared)
     params = parameters(policy, value)
-    optimizer = torch.optim.RMSprop(params, lr=c.learning_rate, alpha=c.rmsprop_alpha, eps=c.rmsprop_eps,
-                                    foreach=True)  # one call per step for all tensors, the same arithmetic
+    optimizer = torch.optim.RMSprop(  # foreach: one call for all the tensors
+        params, lr=c.learning_rate, alpha=c.rmsprop_alpha, eps=c.rmsprop_eps,
+        foreach=True)
     act = _numpy_actor(policy, np.random.default_rng(seed))
-    extra = {} if c.max_episode_steps is None else {"max_episode_steps": c.max_episode_steps}
+    extra = {} if c.max_episode_steps is None else {
+        "max_episode_steps": c.max_episode_steps}
     envs = gym.make_vec(env_id, num_envs=N, vectorization_mode="sync", **extra)
 
-    obs_buf = np.zeros((T + 1, N, obs_dim), np.float32)  # row T: the observations after the last step
+    obs_buf = np.zeros((T + 1, N, obs_dim), np.float32)  # row T: after the last step
     actions_buf = np.zeros((T, N), np.int64)
     rewards_buf = np.zeros((T, N))
     terminated_buf = np.zeros((T, N), bool)
     truncated_buf = np.zeros((T, N), bool)
     valid_buf = np.ones((T, N), bool)   # False on reset steps
+    batch = (obs_buf, actions_buf, rewards_buf, terminated_buf, truncated_buf,
+             valid_buf)
 
-    returns, end_steps, value_losses, entropies, eval_steps, eval_returns = [], [], [], [], [], []
+    returns, end_steps, value_losses, entropies = [], [], [], []
+    eval_steps, eval_returns = [], []
     obs, _ = envs.reset(seed=seed)
-    resetting = np.zeros(N, bool)
+    resetting = np.zeros(N, bool)   # copies whose next step is a reset step
     running_return = np.zeros(N)
     env_steps = 0
     n_updates = -(-c.total_steps // (N * T))
@@ -255,24 +260,25 @@ def _train_a2c(env_id, obs_dim, n_actions, c: A2CConfig, seed, eval_every, eval_
             valid_buf[t] = ~resetting
             running_return += rewards  # a reset step pays 0
             resetting = terminated | truncated
-            if resetting.any():
-                for i in np.flatnonzero(resetting):
-                    returns.append(running_return[i])
-                    end_steps.append(env_steps)
-                running_return[resetting] = 0.0
+            for i in np.flatnonzero(resetting):
+                returns.append(running_return[i])
+                end_steps.append(env_steps)
+                running_return[i] = 0.0
         obs_buf[T] = obs
-        value_loss, entropy = _a2c_update(policy, value, params, optimizer, c, obs_buf, actions_buf, rewards_buf,
-                                          terminated_buf, truncated_buf, valid_buf)
+        value_loss, entropy = _a2c_update(policy, value, params, optimizer, c,
+                                          *batch)
         value_losses.append(value_loss)
         entropies.append(entropy)
         if eval_every and env_steps // eval_every > len(eval_steps):
             eval_steps.append(env_steps)
-            eval_returns.append(_evaluate(policy, env_id, eval_episodes, 10_000 + 1_000 * seed + len(eval_steps),
-                                          greedy=True))
+            eval_seed = 10_000 + 1_000 * seed + len(eval_steps)
+            eval_returns.append(_evaluate(policy, env_id, eval_episodes,
+                                          eval_seed, greedy=True))
     envs.close()
     return A2CResult(
-        policy, value, c, seed, np.array(returns, dtype=float), np.array(end_steps, dtype=int),
-        np.array(value_losses), np.array(entropies), np.array(eval_steps, dtype=int),
+        policy, value, c, seed, np.array(returns, dtype=float),
+        np.array(end_steps, dtype=int), np.array(value_losses),
+        np.array(entropies), np.array(eval_steps, dtype=int),
         np.array(eval_returns, dtype=float).reshape(len(eval_steps), eval_episodes),
         time.perf_counter() - start_time, env_steps,
     )
@@ -304,27 +310,32 @@ def _numpy_actor(policy: CategoricalMLP, rng: np.random.Generator):
     return act
 
 
-def _a2c_update(policy, value, params, optimizer, c: A2CConfig, obs_buf, actions_buf, rewards_buf,
-                terminated_buf, truncated_buf, valid_buf) -> tuple[float, float]:
-    """One gradient step on the batch just collected; returns the value loss and the mean entropy."""
+def _a2c_update(policy, value, params, optimizer, c: A2CConfig, obs_buf,
+                actions_buf, rewards_buf, terminated_buf, truncated_buf,
+                valid_buf) -> tuple[float, float]:
+    """One gradient step on the batch just collected.
+
+    Returns the value loss and the policy's mean entropy.
+    """
     T, N = rewards_buf.shape
     obs = torch.from_numpy(obs_buf.reshape((T + 1) * N, -1))
-    v_all = value(obs).view(T + 1, N)
+    v_all = value(obs).view(T + 1, N)        # V(s_0) .. V(s_T), one forward pass
     v_np = v_all.detach().numpy().astype(np.float64)
-    # the bug of Lecture 4's gotcha: a time limit treated like a real end (nothing bootstrapped)
+    # Lecture 4's gotcha, the bug: a time limit treated like a real end
     ends = terminated_buf if c.bootstrap_truncated else terminated_buf | truncated_buf
-    advantages = _gae(rewards_buf, v_np[:-1], v_np[1:], ends, truncated_buf, c.gamma, c.gae_lambda)
-    targets = advantages + v_np[:-1]
+    advantages = _gae(rewards_buf, v_np[:-1], v_np[1:], ends, truncated_buf,
+                      c.gamma, c.gae_lambda)
+    targets = advantages + v_np[:-1]         # the lambda-returns
 
-    mask = valid_buf.ravel()
-    all_valid = bool(mask.all())
     obs_now, v = obs[:T * N], v_all[:-1].reshape(-1)
     actions = torch.from_numpy(actions_buf.ravel())
     adv = torch.from_numpy(advantages.ravel().astype(np.float32))
     targets_t = torch.from_numpy(targets.ravel().astype(np.float32))
-    if not all_valid:
+    mask = valid_buf.ravel()
+    if not mask.all():                        # leave the reset steps out
         keep = torch.from_numpy(mask)
-        obs_now, v, actions, adv, targets_t = obs_now[keep], v[keep], actions[keep], adv[keep], targets_t[keep]
+        obs_now, v, actions = obs_now[keep], v[keep], actions[keep]
+        adv, targets_t = adv[keep], targets_t[keep]
     if c.normalize_advantage and len(adv) > 1:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     log_probs_all = torch.log_softmax(policy(obs_now), dim=-1)
@@ -336,7 +347,7 @@ def _a2c_update(policy, value, params, optimizer, c: A2CConfig, obs_buf, actions
     optimizer.zero_grad()
     loss.backward()
     if c.max_grad_norm is not None:
-        nn.utils.clip_grad_norm_(params, c.max_grad_norm)
+        nn.utils.clip_grad_norm_(params, c.max_grad_norm, foreach=True)
     optimizer.step()
     return value_loss.item(), entropy.item()
 

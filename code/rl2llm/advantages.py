@@ -99,11 +99,13 @@ def gae(rewards, values, next_values, terminated, truncated, gamma: float = 0.99
     return _gae(rewards, values, next_values, terminated, truncated, gamma, lam)
 
 
-def _gae(rewards, values, next_values, terminated, truncated, gamma, lam) -> np.ndarray:
+def _gae(rewards, values, next_values, terminated, truncated, gamma, lam):
     """:func:`gae` without the checks, for the training loops."""
+    # only a real end drops the value of what follows; a time limit does not
     deltas = rewards + gamma * np.where(terminated, 0.0, next_values) - values
-    carry = gamma * lam * ~(terminated | truncated)  # 0 at every episode end: nothing crosses it
-    if deltas.ndim == 1:  # a loop over plain floats: several times faster than over NumPy scalars
+    # at every episode end, of either kind, the recursion stops
+    carry = gamma * lam * ~(terminated | truncated)
+    if deltas.ndim == 1:  # plain floats: several times faster than NumPy scalars
         d, c, running = deltas.tolist(), carry.tolist(), 0.0
         out_list = [0.0] * len(d)
         for t in range(len(d) - 1, -1, -1):
@@ -112,7 +114,7 @@ def _gae(rewards, values, next_values, terminated, truncated, gamma, lam) -> np.
         return np.array(out_list, dtype=np.float64)
     out = np.empty(deltas.shape, dtype=np.float64)
     running = np.zeros(deltas.shape[1:])
-    for t in range(len(deltas) - 1, -1, -1):
+    for t in range(len(deltas) - 1, -1, -1):   # all N columns at once
         running = deltas[t] + carry[t] * running
         out[t] = running
     return out

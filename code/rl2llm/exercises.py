@@ -724,17 +724,16 @@ def _gae_cases() -> list[_GAECase]:
     cases = []
     specs = [
         ("one episode that terminates, gamma = 0.99, lam = 0.95", 0, {5: "term"}, 6, 0.99, 0.95),
-        ("one episode cut by a time limit (truncated), gamma = 0.99, lam = 0.95", 1, {5: "trunc"}, 6, 0.99, 0.95),
-        ("a terminated episode, then a truncated one, then one still running at the end of the stream, "
-         "gamma = 0.9, lam = 0.8", 2, {3: "term", 7: "trunc"}, 11, 0.9, 0.8),
-        ("a truncated episode, then a terminated one, lam = 0 (the one-step TD advantage)", 3,
+        ("one episode cut by a time limit (truncated)", 1, {5: "trunc"}, 6, 0.99, 0.95),
+        ("terminated, truncated, then running when the stream stops, lam = 0.8", 2, {3: "term", 7: "trunc"}, 11, 0.9, 0.8),
+        ("truncated, then terminated, lam = 0 (the one-step TD error)", 3,
          {4: "trunc", 8: "term"}, 9, 0.95, 0.0),
-        ("a terminated episode, then a truncated one, lam = 1 (the Monte-Carlo return minus V)", 4,
+        ("terminated, then truncated, lam = 1 (the return minus V)", 4,
          {3: "term", 8: "trunc"}, 9, 0.95, 1.0),
-        ("episodes of one step each, both kinds, gamma = 0.9, lam = 0.9", 5,
+        ("four episodes of one step each, both kinds of end", 5,
          {0: "term", 1: "trunc", 2: "term", 3: "trunc"}, 4, 0.9, 0.9),
         ("gamma = 0 (only the step's own reward counts)", 6, {2: "trunc", 5: "term"}, 6, 0.0, 0.95),
-        ("a stream that stops mid-episode (nothing ends), gamma = 1, lam = 0.5", 7, {}, 5, 1.0, 0.5),
+        ("a stream that stops mid-episode, gamma = 1, lam = 0.5", 7, {}, 5, 1.0, 0.5),
     ]
     for name, seed, ends, T, gamma, lam in specs:
         cases.append(_GAECase(name, *_gae_stream(seed, ends, T), gamma, lam))
