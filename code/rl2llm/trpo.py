@@ -131,38 +131,43 @@ def set_flat_params(module, flat) -> None:
 # --------------------------------------------------------------------------- the Fisher matrix, implicitly
 
 
-def fisher_operator(policy, observations, damping: float = 0.0) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function ``v -> (F + damping * I) v``: the Fisher matrix of ``policy`` on ``observations``.
+def fisher_operator(policy, observations, damping: float = 0.0) -> Callable:
+    """A function ``v -> (F + damping I) v``: ``F``, the Fisher matrix, implicitly.
 
     ``F`` is the Hessian, at the current parameters, of the mean KL between
-    the current policy (held fixed) and the policy being moved. That Hessian
-    is the Fisher information matrix ``E[grad log pi grad log pi^T]``, and a
-    product with it costs two backward passes (Pearlmutter's trick): the
-    gradient of the KL is built once, with its graph kept, and each product
-    differentiates ``gradient . v`` once more. Nothing of size
-    ``parameters x parameters`` is ever formed.
+    the current policy (held fixed) and the policy being moved, on
+    ``observations``. That Hessian is the Fisher information matrix
+    ``E[grad log pi grad log pi^T]``, and a product with it costs two
+    backward passes (Pearlmutter's trick): the gradient of the KL is built
+    once, with its graph kept, and each product differentiates
+    ``gradient . v`` once more. No ``parameters x parameters`` matrix is
+    ever formed.
 
-    ``policy``: a module mapping a float tensor of observations ``(n, d)`` to
-    logits ``(n, A)`` (a :class:`rl2llm.policies.CategoricalMLP`);
-    ``observations``: ``(n, d)`` finite numbers; ``damping``: >= 0, added
-    times ``v`` (it keeps conjugate gradient stable where ``F`` is nearly
-    singular).
+    ``policy``: a module mapping float observations ``(n, d)`` to logits
+    ``(n, A)`` (a :class:`rl2llm.policies.CategoricalMLP`);
+    ``observations``: ``(n, d)`` finite numbers; ``damping`` >= 0 (it keeps
+    conjugate gradient stable where ``F`` is nearly singular).
     """
     _checked_module("policy", policy)
     obs = _checked_observations(observations)
     damping = check.as_real("damping", damping, 0.0)
     logits = policy(obs)
-    kl = categorical_kl(logits.detach(), logits).mean()   # zero, with zero gradient, at the current point
+    # zero, with zero gradient, at the current parameters; not its Hessian
+    kl = categorical_kl(logits.detach(), logits).mean()
     kl_grad = flat_grad(kl, policy, create_graph=True)
 
     def product(vector: torch.Tensor) -> torch.Tensor:
-        if not isinstance(vector, torch.Tensor) or vector.shape != kl_grad.shape:
-            raise ValueError(f"vector must be a tensor of shape {tuple(kl_grad.shape)}, one entry per "
-                             f"parameter, got {check.describe(vector)}")
-        hvp = flat_grad(kl_grad @ vector.to(kl_grad.dtype), policy, retain_graph=True)
-        return hvp + damping * vector
+        _check_vector(vector, kl_grad.shape)
+        along = kl_grad @ vector.to(kl_grad.dtype)
+        return flat_grad(along, policy, retain_graph=True) + damping * vector
 
     return product
+
+
+def _check_vector(vector, shape) -> None:
+    if not isinstance(vector, torch.Tensor) or vector.shape != shape:
+        raise ValueError(f"vector must be a tensor of shape {tuple(shape)}, one entry per "
+                         f"parameter, got {check.describe(vector)}")
 
 
 def fisher_vector_product(policy, observations, vector, damping: float = 0.0) -> torch.Tensor:
@@ -183,7 +188,9 @@ def _checked_observations(observations) -> torch.Tensor:
 
 
 def conjugate_gradient(Avp: Callable, b, iters: int = 10, tol: float = 1e-10):
-    """Solve ``A x = b`` for a symmetric positive-definite ``A`` known only through ``Avp(v) = A v``.
+    """Solve ``A x = b`` for a symmetric positive-definite ``A`` given as ``Avp``.
+
+    ``Avp(v)`` returns the product ``A v``; the matrix itself is never needed.
 
     Starts from ``x = 0`` and takes at most ``iters`` steps, one product
     ``A p`` each; stops early once the squared residual ``|b - A x|^2`` is
@@ -196,34 +203,37 @@ def conjugate_gradient(Avp: Callable, b, iters: int = 10, tol: float = 1e-10):
     ``Avp``: a callable taking and returning vectors of that type and shape;
     ``iters``: a positive integer; ``tol``: >= 0.
     """
-    if not callable(Avp):
-        raise TypeError(f"Avp must be a callable v -> A v, got {check.describe(Avp)}")
-    if isinstance(b, torch.Tensor):
-        if b.ndim != 1 or not torch.isfinite(b).all():
-            raise ValueError(f"b must be a finite 1-D vector, got shape {tuple(b.shape)}")
-        x = torch.zeros_like(b)
-        r = b.clone()
-    else:
-        b = check.as_finite_array("b", b)
-        if b.ndim != 1:
-            raise ValueError(f"b must be a 1-D vector, got shape {b.shape}")
-        x = np.zeros_like(b)
-        r = b.copy()
+    b = _checked_rhs(Avp, b)
     iters = check.as_int("iters", iters, 1)
     tol = check.as_real("tol", tol, 0.0)
-    p = r.clone() if isinstance(r, torch.Tensor) else r.copy()
+    x = b * 0.0
+    r = b * 1.0                          # the residual b - A x, at x = 0
+    p = b * 1.0                          # the first direction: the residual
     r_dot_r = float(r @ r)
     for _ in range(iters):
         if r_dot_r <= tol:
             break
         Ap = Avp(p)
-        alpha = r_dot_r / float(p @ Ap)     # the exact minimiser along p
+        alpha = r_dot_r / float(p @ Ap)  # the exact minimiser along p
         x = x + alpha * p
-        r = r - alpha * Ap                   # r = b - A x, kept up to date
+        r = r - alpha * Ap               # kept up to date: no extra product
         new_r_dot_r = float(r @ r)
-        p = r + (new_r_dot_r / r_dot_r) * p  # the next direction, conjugate to the last
+        p = r + (new_r_dot_r / r_dot_r) * p   # conjugate to the last ones
         r_dot_r = new_r_dot_r
     return x
+
+
+def _checked_rhs(Avp, b):
+    if not callable(Avp):
+        raise TypeError(f"Avp must be a callable v -> A v, got {check.describe(Avp)}")
+    if isinstance(b, torch.Tensor):
+        if b.ndim != 1 or not torch.isfinite(b).all():
+            raise ValueError(f"b must be a finite 1-D vector, got shape {tuple(b.shape)}")
+        return b
+    b = check.as_finite_array("b", b)
+    if b.ndim != 1:
+        raise ValueError(f"b must be a 1-D vector, got shape {b.shape}")
+    return b
 
 
 # --------------------------------------------------------------------------- the line search
@@ -271,9 +281,12 @@ class LineSearch:
         return self.trials[-1].improvement if self.accepted else 0.0
 
 
-def line_search(evaluate: Callable, old_params, full_step, max_kl: float, max_backtracks: int = 10,
-                shrink: float = 0.5, expected_improvement: float | None = None) -> LineSearch:
-    """Try ``old_params + f * full_step`` for ``f = 1, shrink, shrink**2, ...``; keep the first that passes.
+def line_search(evaluate: Callable, old_params, full_step, max_kl: float,
+                max_backtracks: int = 10, shrink: float = 0.5,
+                expected_improvement: float | None = None) -> LineSearch:
+    """Try ``old_params + f * full_step`` for ``f = 1, shrink, shrink**2, ...``.
+
+    Returns the first trial that passes, and every trial before it.
 
     ``evaluate(params) -> (surrogate, kl)`` measures the surrogate objective
     and the mean KL from the old policy at a parameter vector. A trial passes
@@ -287,6 +300,31 @@ def line_search(evaluate: Callable, old_params, full_step, max_kl: float, max_ba
     ``old_params``, ``full_step``: 1-D tensors of the same shape;
     ``max_kl`` > 0; ``max_backtracks`` >= 0; ``shrink`` in (0, 1).
     """
+    max_kl, max_backtracks, shrink, expected_improvement = _checked_search(
+        evaluate, old_params, full_step, max_kl, max_backtracks, shrink,
+        expected_improvement)
+    base, _ = evaluate(old_params)
+    trials = []
+    for k in range(max_backtracks + 1):
+        fraction = shrink ** k
+        params = old_params + fraction * full_step
+        surrogate, kl = evaluate(params)
+        gain = float(surrogate) - float(base)
+        if not math.isfinite(kl) or kl > max_kl:
+            reason = "KL over the bound"
+        elif not gain > 0:
+            reason = "no improvement"
+        else:
+            reason = "accepted"
+        expected = fraction * expected_improvement
+        ok = reason == "accepted"
+        trials.append(Trial(fraction, float(kl), gain, expected, ok, reason))
+        if ok:
+            return LineSearch(tuple(trials), params)
+    return LineSearch(tuple(trials), old_params.clone())
+
+
+def _checked_search(evaluate, old_params, full_step, max_kl, max_backtracks, shrink, expected):
     if not callable(evaluate):
         raise TypeError(f"evaluate must be a callable params -> (surrogate, kl), got {check.describe(evaluate)}")
     for name, value in (("old_params", old_params), ("full_step", full_step)):
@@ -300,26 +338,8 @@ def line_search(evaluate: Callable, old_params, full_step, max_kl: float, max_ba
     max_kl = check.as_real("max_kl", max_kl, 0.0, low_open=True)
     max_backtracks = check.as_int("max_backtracks", max_backtracks, 0)
     shrink = check.as_real("shrink", shrink, 0.0, 1.0, low_open=True, high_open=True)
-    if expected_improvement is not None:
-        expected_improvement = check.as_real("expected_improvement", expected_improvement)
-    base, _ = evaluate(old_params)
-    trials = []
-    for k in range(max_backtracks + 1):
-        fraction = shrink ** k
-        params = old_params + fraction * full_step
-        surrogate, kl = evaluate(params)
-        improvement = float(surrogate) - float(base)
-        if not math.isfinite(kl) or kl > max_kl:
-            reason = "KL over the bound"
-        elif not improvement > 0:
-            reason = "no improvement"
-        else:
-            reason = "accepted"
-        expected = math.nan if expected_improvement is None else fraction * expected_improvement
-        trials.append(Trial(fraction, float(kl), improvement, expected, reason == "accepted", reason))
-        if reason == "accepted":
-            return LineSearch(tuple(trials), params)
-    return LineSearch(tuple(trials), old_params.clone())
+    expected = math.nan if expected is None else check.as_real("expected_improvement", expected)
+    return max_kl, max_backtracks, shrink, expected
 
 
 # --------------------------------------------------------------------------- one TRPO step
@@ -351,64 +371,72 @@ def surrogate_and_kl(policy, observations, actions, advantages, old_log_probs,
     return (ratio * advantages).mean(), categorical_kl(old_logits, logits).mean()
 
 
-def trpo_step(policy, observations, actions, advantages, max_kl: float = 0.01, damping: float = 0.1,
-              cg_iters: int = 10, max_backtracks: int = 10, shrink: float = 0.5,
+def trpo_step(policy, observations, actions, advantages, max_kl: float = 0.01,
+              damping: float = 0.1, cg_iters: int = 10,
+              max_backtracks: int = 10, shrink: float = 0.5,
               search: bool = True) -> TRPOStep:
     """One TRPO update of ``policy`` in place, on a batch; returns what it did.
 
     1. ``g``: the gradient of the surrogate (:func:`surrogate_and_kl`).
     2. ``x ~ F^-1 g`` by :func:`conjugate_gradient` with ``cg_iters``
        Fisher-vector products (:func:`fisher_operator`, with ``damping``).
-    3. The full step ``sqrt(2 max_kl / x.Fx) x``: the largest step along ``x``
-       whose KL, by the quadratic model ``KL ~ step.F step / 2``, is ``max_kl``.
+    3. The full step ``sqrt(2 max_kl / x.Fx) x``: the largest step along
+       ``x`` whose KL, by the model ``KL ~ step.F step / 2``, is ``max_kl``.
     4. :func:`line_search` along it, unless ``search=False``: then the full
        step is taken whatever it measures (the gotcha of Lecture 5).
 
     ``observations`` ``(n, d)``, ``actions`` ``(n,)`` integers,
     ``advantages`` ``(n,)`` finite numbers; the rest as in :class:`TRPOConfig`.
     """
-    if not isinstance(policy, CategoricalMLP):
-        raise TypeError(f"policy must be a CategoricalMLP, got {check.describe(policy)}")
-    obs = _checked_observations(observations)
-    acts = torch.as_tensor(check.as_actions("actions", actions, policy.n_actions))
-    adv = torch.as_tensor(check.as_finite_array("advantages", advantages, (len(obs),), "(n,)"),
-                          dtype=torch.float32)
-    if acts.shape != (len(obs),):
-        raise ValueError(f"actions must have shape (n,) = ({len(obs)},), got {tuple(acts.shape)}")
+    obs, acts, adv = _checked_batch(policy, observations, actions, advantages)
     max_kl = check.as_real("max_kl", max_kl, 0.0, low_open=True)
     cg_iters = check.as_int("cg_iters", cg_iters, 1)
     search = check.as_bool("search", search)
     with torch.no_grad():
         old_logits = policy(obs)
-        old_log_probs = torch.log_softmax(old_logits, dim=-1).gather(1, acts[:, None])[:, 0]
-    surrogate, _ = surrogate_and_kl(policy, obs, acts, adv, old_log_probs, old_logits)
-    g = flat_grad(surrogate, policy)
+        old_log_probs = torch.log_softmax(old_logits, dim=-1).gather(
+            1, acts[:, None])[:, 0]
+    batch = (obs, acts, adv, old_log_probs, old_logits)
+    g = flat_grad(surrogate_and_kl(policy, *batch)[0], policy)
     old = flat_params(policy)
 
     def evaluate(params):
         set_flat_params(policy, params)
         with torch.no_grad():
-            s, kl = surrogate_and_kl(policy, obs, acts, adv, old_log_probs, old_logits)
-        return float(s), float(kl)
+            surrogate, kl = surrogate_and_kl(policy, *batch)
+        return float(surrogate), float(kl)
 
-    if not torch.isfinite(g).all() or float(g @ g) == 0.0:   # nothing to follow
+    if not torch.isfinite(g).all() or float(g @ g) == 0.0:  # nowhere to go
         return TRPOStep(LineSearch((), old), float(g.norm()), 0.0)
     Fvp = fisher_operator(policy, obs, damping)
-    x = conjugate_gradient(Fvp, g, cg_iters)
+    x = conjugate_gradient(Fvp, g, cg_iters)              # x ~ F^-1 g
     xFx = float(x @ Fvp(x))
     scale = math.sqrt(2 * max_kl / max(xFx, 1e-12))
     full_step = scale * x
     expected = float(g @ full_step)
-    predicted_kl = 0.5 * scale ** 2 * (xFx - damping * float(x @ x))   # the model's KL, without damping
+    # the model's KL of the full step, without the damping
+    predicted_kl = 0.5 * scale ** 2 * (xFx - damping * float(x @ x))
     if search:
-        result = line_search(evaluate, old, full_step, max_kl, max_backtracks, shrink, expected)
+        result = line_search(evaluate, old, full_step, max_kl, max_backtracks,
+                             shrink, expected)
     else:   # the full step, whatever it measures
-        surrogate_new, kl = evaluate(old + full_step)
-        base, _ = evaluate(old)
-        result = LineSearch((Trial(1.0, kl, surrogate_new - base, expected, True, "accepted"),),
-                            old + full_step)
+        after, kl = evaluate(old + full_step)
+        gain = after - evaluate(old)[0]
+        trial = Trial(1.0, kl, gain, expected, True, "accepted")
+        result = LineSearch((trial,), old + full_step)
     set_flat_params(policy, result.params)
     return TRPOStep(result, float(g.norm()), predicted_kl)
+
+
+def _checked_batch(policy, observations, actions, advantages):
+    if not isinstance(policy, CategoricalMLP):
+        raise TypeError(f"policy must be a CategoricalMLP, got {check.describe(policy)}")
+    obs = _checked_observations(observations)
+    acts = torch.as_tensor(check.as_actions("actions", actions, policy.n_actions))
+    if acts.shape != (len(obs),):
+        raise ValueError(f"actions must have shape (n,) = ({len(obs)},), got {tuple(acts.shape)}")
+    adv = check.as_finite_array("advantages", advantages, (len(obs),), "(n,)")
+    return obs, acts, torch.as_tensor(adv, dtype=torch.float32)
 
 
 # --------------------------------------------------------------------------- training
