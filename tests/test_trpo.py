@@ -392,17 +392,21 @@ def test_tabular_bad_inputs(grid):
 # --------------------------------------------------------------------------- the self-checking exercise
 
 
-def reader_cg(Avp, b, iters, conjugate=True, stop=True, recompute=False, sign=1.0):
+def reader_cg(Avp, b, iters, conjugate=True, stop=True, recompute=False, sign=1.0, residual_sign=-1.0,
+              fewer=0, build=False):
+    if build:   # the whole matrix, one product per column
+        A = np.stack([Avp(e) for e in np.eye(len(b))], axis=1)
+        return np.linalg.solve(A, b)
     x = np.zeros_like(b)
     r = b.copy()
     p, rr = r.copy(), r @ r
-    for _ in range(iters):
+    for _ in range(iters - fewer):
         if stop and rr < 1e-20:
             break
         Ap = Avp(p)
         alpha = rr / (p @ Ap)
         x = x + sign * alpha * p
-        r = b - Avp(x) if recompute else r - alpha * Ap
+        r = b - Avp(x) if recompute else r + residual_sign * alpha * Ap
         new = r @ r
         p = r + new / rr * p if conjugate else r.copy()
         rr = new
@@ -419,11 +423,14 @@ def test_check_conjugate_gradient_passes_the_reference_and_the_package():
     (dict(conjugate=False), "what steepest descent reaches"),
     (dict(sign=-1.0), "wrong sign"),
     (dict(recompute=True), "one product A p per iteration"),
+    (dict(residual_sign=1.0), "residual updated as r + alpha A p"),
+    (dict(fewer=1), "one iteration fewer than allowed"),
+    (dict(build=True), "you built the matrix"),
 ])
 def test_check_conjugate_gradient_recognises_typical_mistakes(options, expected):
     from rl2llm.exercises import check_conjugate_gradient
     result = check_conjugate_gradient(lambda Avp, b, iters: reader_cg(Avp, b, iters, **options))
-    assert not result.passed and expected in result.report()
+    assert not result.passed and expected in " ".join(result.report().split())
 
 
 def test_check_conjugate_gradient_reports_nan_none_matrices_and_bad_arguments():

@@ -876,7 +876,7 @@ def _conjugate_gradient_cases() -> list[_SolveCase]:
                    np.array([1.0, -1.0, 2.0, 0.5]), 4),
         _SolveCase("a random 8 x 8 matrix, condition number 50, eight iterations",
                    _spd(np.geomspace(1, 50, 8), 1), rng.normal(size=8), 8),
-        _SolveCase("30 x 30, only three distinct eigenvalues (a low-rank damped Fisher), three iterations",
+        _SolveCase("30 x 30, three distinct eigenvalues (like a damped Fisher), three iterations",
                    _spd([0.1] * 20 + [2.0] * 8 + [9.0] * 2, 2),
                    rng.normal(size=30), 3),
         _SolveCase("b = 0 (the answer is 0: stop before dividing by a zero residual)", _spd([1.0, 2.0, 3.0], 3),
@@ -884,8 +884,13 @@ def _conjugate_gradient_cases() -> list[_SolveCase]:
     ]
 
 
-def _cg_reference(A: np.ndarray, b: np.ndarray, iters: int, conjugate: bool = True, sign: float = 1.0):
-    """Conjugate gradient (or, with ``conjugate=False``, steepest descent) from x = 0, in NumPy."""
+def _cg_reference(A: np.ndarray, b: np.ndarray, iters: int, conjugate: bool = True, sign: float = 1.0,
+                  residual_sign: float = -1.0):
+    """Conjugate gradient (or, with ``conjugate=False``, steepest descent) from x = 0, in NumPy.
+
+    ``sign`` and ``residual_sign`` reproduce two sign errors: ``x - alpha p``,
+    and the residual updated with ``r + alpha A p``.
+    """
     x, r = np.zeros_like(b), b.copy()
     p, rr = r.copy(), float(r @ r)
     for _ in range(iters):
@@ -894,7 +899,7 @@ def _cg_reference(A: np.ndarray, b: np.ndarray, iters: int, conjugate: bool = Tr
         Ap = A @ p
         alpha = rr / float(p @ Ap)
         x = x + sign * alpha * p
-        r = r - alpha * Ap
+        r = r + residual_sign * alpha * Ap
         new_rr = float(r @ r)
         p = r + (new_rr / rr) * p if conjugate else r.copy()
         rr = new_rr
@@ -913,6 +918,12 @@ def _conjugate_gradient_mistakes(case: _SolveCase) -> list[tuple[np.ndarray, str
          "your answer is what steepest descent reaches in this many iterations: each new direction must be "
          "the residual plus beta times the previous direction, p = r + (r_new.r_new / r_old.r_old) p, "
          "so that the directions are conjugate"),
+        (_cg_reference(A, b, n, residual_sign=1.0),
+         "your answer is what conjugate gradient reaches with the residual updated as r + alpha A p: the "
+         "residual is b - A x, so when x moves by +alpha p it changes by -alpha A p, r = r - alpha A p"),
+        (_cg_reference(A, b, n - 1),
+         "your answer is what conjugate gradient reaches in one iteration fewer than allowed: check the "
+         "loop runs iters times (range(iters)), with one product per iteration"),
     ]
 
 
@@ -966,6 +977,13 @@ def check_conjugate_gradient(fn: Callable) -> CheckResult:
             continue
         scale = max(1.0, float(np.abs(right).max()))
         off = np.abs(x - right) > 1e-6 * scale
+        if product.calls > case.iters + 1 and product.calls >= len(right):
+            results.append(CaseResult(case.name, False,
+                                      f"called Avp {product.calls} times in {case.iters} iterations",
+                                      "you built the matrix, one product per column: conjugate gradient never "
+                                      "needs it, only one product A p per iteration; in TRPO the matrix has "
+                                      "one row and one column per network parameter"))
+            continue
         if product.calls > case.iters + 1:
             results.append(CaseResult(case.name, False,
                                       f"called Avp {product.calls} times in {case.iters} iterations",

@@ -152,7 +152,7 @@ def fisher_operator(policy, observations, damping: float = 0.0) -> Callable:
     obs = _checked_observations(observations)
     damping = check.as_real("damping", damping, 0.0)
     logits = policy(obs)
-    # zero, with zero gradient, at the current parameters; not its Hessian
+    # zero, with zero gradient, at the current parameters; its Hessian is not zero: it is F
     kl = categorical_kl(logits.detach(), logits).mean()
     kl_grad = flat_grad(kl, policy, create_graph=True)
 
