@@ -65,6 +65,7 @@ def ensure_environment() -> None:
             print(f"[make] RL2LLM_TORCH=cpu: installing {torch_pin} (CPU-only) from {TORCH_CPU_INDEX}", flush=True)
             subprocess.run([str(python), "-m", "pip", "install", torch_pin, "--index-url", TORCH_CPU_INDEX], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-r", str(ROOT / "requirements.txt")], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-r", str(ROOT / "benchmarks/requirements.txt")], check=True)
     os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
 
 

@@ -97,7 +97,18 @@ Act = Callable[[np.ndarray], np.ndarray]  # a batch of observations -> a batch o
 class Trained:
     act: Act
     env_steps: int
-    seconds: float
+    seconds: float  # wall-clock
+    cpu_seconds: float  # this process's CPU time (all its threads): less sensitive to other work on the machine
+
+
+class Clock:
+    """Wall-clock and CPU seconds since it was made."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def trained(self, act: Act, env_steps: int) -> Trained:
+        return Trained(act, env_steps, time.perf_counter() - self.wall, time.process_time() - self.cpu)
 
 
 # --------------------------------------------------------------------------- DQN
@@ -127,21 +138,19 @@ def ours_dqn(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
     from rl2llm.dqn import train_dqn
 
     config = ours_dqn_config(total_steps)
-    start = time.perf_counter()
+    clock = Clock()
     result = train_dqn(env_id, config, seed=seed, eval_every=0, threads=threads,
                        description=f"rl2llm DQN, seed {seed}")
-    seconds = time.perf_counter() - start
     q = result.q_network
-    return Trained(lambda obs: q.greedy_actions(obs), config.total_steps, seconds)
+    return clock.trained(lambda obs: q.greedy_actions(obs), config.total_steps)
 
 
 def sb3_dqn(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
-    start = time.perf_counter()
+    clock = Clock()
     model = sb3.DQN("MlpPolicy", env_id, seed=seed, device="cpu", verbose=0, **ZOO_DQN)
     model.set_logger(QUIET)
     model.learn(total_timesteps=total_steps)
-    seconds = time.perf_counter() - start
-    return Trained(lambda obs: model.predict(obs, deterministic=True)[0], int(model.num_timesteps), seconds)
+    return clock.trained(lambda obs: model.predict(obs, deterministic=True)[0], int(model.num_timesteps))
 
 
 # --------------------------------------------------------------------------- A2C
@@ -159,28 +168,26 @@ def ours_a2c_config(total_steps: int):
 def ours_a2c(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
     from rl2llm.actor_critic import train_a2c
 
-    start = time.perf_counter()
+    clock = Clock()
     result = train_a2c(env_id, ours_a2c_config(total_steps), seed=seed, eval_every=0, threads=threads)
-    seconds = time.perf_counter() - start
     policy = result.policy
 
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return policy(torch.as_tensor(obs, dtype=torch.float32)).argmax(dim=-1).numpy()
 
-    return Trained(act, int(result.env_steps), seconds)
+    return clock.trained(act, int(result.env_steps))
 
 
 def sb3_a2c(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
     from stable_baselines3.common.env_util import make_vec_env
 
-    start = time.perf_counter()
+    clock = Clock()
     env = make_vec_env(env_id, n_envs=ZOO_A2C["n_envs"], seed=seed)
     model = sb3.A2C("MlpPolicy", env, ent_coef=ZOO_A2C["ent_coef"], seed=seed, device="cpu", verbose=0)
     model.set_logger(QUIET)
     model.learn(total_timesteps=total_steps)
-    seconds = time.perf_counter() - start
-    return Trained(lambda obs: model.predict(obs, deterministic=True)[0], int(model.num_timesteps), seconds)
+    return clock.trained(lambda obs: model.predict(obs, deterministic=True)[0], int(model.num_timesteps))
 
 
 # --------------------------------------------------------------------------- the table of algorithms
@@ -250,8 +257,11 @@ def run_algorithm(key: str, seeds: list[int], threads: int, episodes: int, quick
             run = {"library": library, "seed": seed, "return_mean": float(returns.mean()),
                    "return_std": float(returns.std()), "return_min": float(returns.min()),
                    "episodes": episodes, "env_steps": trained.env_steps, "seconds": round(trained.seconds, 3),
-                   "steps_per_second": trained.env_steps / trained.seconds}
-            print(f"[bench]   {trained.seconds:.1f} s, {run['steps_per_second']:,.0f} steps/s, "
+                   "steps_per_second": trained.env_steps / trained.seconds,
+                   "cpu_seconds": round(trained.cpu_seconds, 3),
+                   "steps_per_cpu_second": trained.env_steps / trained.cpu_seconds}
+            print(f"[bench]   {trained.seconds:.1f} s ({trained.cpu_seconds:.1f} s CPU), "
+                  f"{run['steps_per_second']:,.0f} steps/s, "
                   f"return {run['return_mean']:.1f} +- {run['return_std']:.1f}", flush=True)
             runs.append(run)
     return {
@@ -278,9 +288,12 @@ def summarise(runs: list[dict]) -> dict:
             "return_min_seed": float(min(r["return_mean"] for r in mine)),
             "seeds_at_goal": sum(r["return_mean"] >= RETURN_GOAL for r in mine), "seeds": len(mine),
             "steps_per_second": sum(r["env_steps"] for r in mine) / sum(r["seconds"] for r in mine),
+            "steps_per_cpu_second": sum(r["env_steps"] for r in mine) / sum(r["cpu_seconds"] for r in mine),
         }
     ours, theirs = out["rl2llm"], out["stable-baselines3"]
     out["speed_ratio"] = ours["steps_per_second"] / theirs["steps_per_second"]
+    #: the same ratio by CPU time: when it differs much from the wall-clock one, the machine's load distorted that
+    out["cpu_speed_ratio"] = ours["steps_per_cpu_second"] / theirs["steps_per_cpu_second"]
     out["return_goal_met"] = ours["return_mean"] >= RETURN_GOAL
     out["speed_goal_met"] = out["speed_ratio"] >= SPEED_GOAL
     return out
@@ -291,16 +304,17 @@ def print_table(block: dict) -> None:
     print(f"\n{block['algorithm']} on {block['env_id']}, {block['settings']['env_steps']:,} steps, "
           f"{len(block['settings']['seeds'])} seed(s), {block['settings']['threads']} thread(s); "
           f"return: mean of {block['settings']['eval_episodes']} greedy episodes")
-    head = f"{'library':<18}{'seed':>5}{'return':>9}{'std':>7}{'seconds':>9}{'steps/s':>9}"
+    head = f"{'library':<18}{'seed':>5}{'return':>9}{'std':>7}{'seconds':>9}{'steps/s':>9}{'CPU s':>8}"
     print(head + "\n" + "-" * len(head))
     for r in block["runs"]:
         print(f"{r['library']:<18}{r['seed']:>5}{r['return_mean']:>9.1f}{r['return_std']:>7.1f}"
-              f"{r['seconds']:>9.1f}{r['steps_per_second']:>9,.0f}")
+              f"{r['seconds']:>9.1f}{r['steps_per_second']:>9,.0f}{r['cpu_seconds']:>8.1f}")
     for library in ("rl2llm", "stable-baselines3"):
         x = s[library]
         print(f"{library:<18}{'all':>5}{x['return_mean']:>9.1f}{'':>7}{'':>9}{x['steps_per_second']:>9,.0f}"
               f"   ({x['seeds_at_goal']}/{x['seeds']} seeds >= {RETURN_GOAL:g})")
-    print(f"speed: ours / SB3 = {s['speed_ratio']:.2f}x (goal {SPEED_GOAL}x: "
+    print(f"speed: ours / SB3 = {s['speed_ratio']:.2f}x by wall clock, {s['cpu_speed_ratio']:.2f}x by CPU time "
+          f"(goal {SPEED_GOAL}x: "
           f"{'met' if s['speed_goal_met'] else 'NOT met'}); return goal {RETURN_GOAL:g}: "
           f"{'met' if s['return_goal_met'] else 'NOT met'}")
 

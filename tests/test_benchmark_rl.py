@@ -48,12 +48,13 @@ def test_quick_run_trains_both_sides_of_every_algorithm(quick_run, capsys):
             assert r["env_steps"] == algo.quick_steps, f"{where}: {r['env_steps']} steps"
             # CartPole-v1: every episode lasts at least 8 steps and at most 500
             assert 8 <= r["return_min"] <= r["return_mean"] <= 500, f"{where}: return {r['return_mean']}"
-            assert r["return_std"] >= 0 and r["seconds"] > 0, where
+            assert r["return_std"] >= 0 and r["seconds"] > 0 and r["cpu_seconds"] > 0, where
             assert r["steps_per_second"] == pytest.approx(r["env_steps"] / r["seconds"], rel=1e-3), where
         s = block["summary"]
         assert s["speed_ratio"] == pytest.approx(
             s["rl2llm"]["steps_per_second"] / s["stable-baselines3"]["steps_per_second"]), key
         assert s["return_goal_met"] == (s["rl2llm"]["return_mean"] >= bench.RETURN_GOAL), key
+        assert s["cpu_speed_ratio"] > 0, key
 
 
 def test_quick_run_writes_a_well_formed_results_file(quick_run):
@@ -132,3 +133,18 @@ def test_page_without_results_says_how_to_produce_them(tmp_path):
     html = _render(tmp_path, "scientist", None)
     assert "No results file yet" in html and "rl_vs_sb3.py" in html and "value_iteration.py" in html
     assert "have not been made" in _render(tmp_path, "manager", None)
+
+
+def test_a2c_settings_are_stable_baselines3s_defaults():
+    """A2C: the Zoo sets n_envs and ent_coef; everything else is SB3's default, which A2CConfig must equal."""
+    import inspect
+
+    bench = _load_script()
+    c = bench.ours_a2c_config(500_000)
+    sb3 = {k: v.default for k, v in inspect.signature(sys.modules["stable_baselines3"].A2C.__init__).parameters.items()}
+    assert (c.n_envs, c.ent_coef) == (bench.ZOO_A2C["n_envs"], bench.ZOO_A2C["ent_coef"])
+    assert (c.learning_rate, c.n_steps, c.gamma, c.gae_lambda, c.vf_coef, c.max_grad_norm, c.rmsprop_eps,
+            c.normalize_advantage) == (sb3["learning_rate"], sb3["n_steps"], sb3["gamma"], sb3["gae_lambda"],
+                                       sb3["vf_coef"], sb3["max_grad_norm"], sb3["rms_prop_eps"],
+                                       sb3["normalize_advantage"])
+    assert sb3["use_rms_prop"] and c.rmsprop_alpha == 0.99 and c.hidden == (64, 64) and not c.shared

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from docutils import nodes
+from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
@@ -92,12 +93,26 @@ class _ResultsDirective(SphinxDirective):
 
 
 class RLBenchmark(_ResultsDirective):
-    """``{rl-benchmark} <results file>``: rl2llm against Stable-Baselines3, one section per algorithm."""
+    """``{rl-benchmark} <results file>``: rl2llm against Stable-Baselines3, one section per algorithm.
+
+    With the ``:summary:`` flag: only the verdicts, one bullet per algorithm (for the top of the page).
+    """
+
+    option_spec = {"summary": directives.flag}
 
     def run(self):
         data = self._load()
         if data is None or not data.get("algorithms"):
+            if "summary" in self.options:
+                return [_paragraph("No measurements yet.")]
             return self._missing("python benchmarks/rl_vs_sb3.py", "about half an hour on two cores")
+        if "summary" in self.options:
+            items = nodes.bullet_list()
+            for block in data["algorithms"].values():
+                quick = " (figures from a quick run, not the benchmark)" if block["settings"].get("quick") else ""
+                items += nodes.list_item("", _paragraph(("strong", f"{block['algorithm']} on {block['env_id']}"
+                                                         f"{quick}: "), self._verdict(block)))
+            return [items]
         out = []
         for key, block in data["algorithms"].items():
             out += self._algorithm(key, block)
@@ -138,6 +153,10 @@ class RLBenchmark(_ResultsDirective):
                      f"per second, {name['stable-baselines3']} at {_fmt_int(theirs['steps_per_second'])}: "
                      f"{name['rl2llm']} is slower, at {ratio:.2f} times the speed "
                      f"(the goal is {goals['speed_ratio']:g} times).")
+        cpu = s.get("cpu_speed_ratio")
+        if cpu is not None and not self.manager:
+            speed += (f" By CPU time (the seconds the process itself computed, which other work on the machine "
+                      f"disturbs less) the ratio is {cpu:.2f}.")
         section += _paragraph(f"Both trained for {steps} environment steps with the same settings. ", returns,
                               " ", speed)
         section += _paragraph(("strong", "Verdict: "), self._verdict(b))
@@ -147,13 +166,26 @@ class RLBenchmark(_ResultsDirective):
               f"{s[lib]['seeds_at_goal']} of {s[lib]['seeds']}", _fmt_int(s[lib]["steps_per_second"]))
              for lib in LIBRARIES])
         if not self.manager:
-            section += _table(
-                ("library", "seed", "return (mean ± std)", "worst episode", "seconds", "steps per second"),
-                [(r["library"], r["seed"], f"{r['return_mean']:.1f} ± {r['return_std']:.1f}",
-                  f"{r.get('return_min', float('nan')):.0f}", f"{r['seconds']:.1f}",
-                  _fmt_int(r["steps_per_second"])) for r in b["runs"]], classes=("benchmark-seeds",))
+            section += self._per_seed(b)
         section += self._provenance(b)
         return out
+
+    def _per_seed(self, b: dict) -> nodes.table:
+        """One row per seed, the two libraries side by side (return, wall and CPU seconds)."""
+        runs = {(r["library"], r["seed"]): r for r in b["runs"]}
+        rows = []
+        for seed in b["settings"]["seeds"]:
+            ours, theirs = runs.get(("rl2llm", seed)), runs.get(("stable-baselines3", seed))
+            if ours is None or theirs is None:
+                continue
+            cells = [seed]
+            cells += [f"{r['return_mean']:.1f}\u00a0±\u00a0{r['return_std']:.1f}" for r in (ours, theirs)]
+            cells += [f"{r['seconds']:.1f} ({r['cpu_seconds']:.1f})" if "cpu_seconds" in r else f"{r['seconds']:.1f}"
+                      for r in (ours, theirs)]
+            cells.append(f"{theirs['seconds'] / ours['seconds']:.2f}")
+            rows.append(tuple(cells))
+        return _table(("seed", "return: rl2llm", "return: SB3", "seconds (CPU): rl2llm", "seconds (CPU): SB3",
+                       "SB3 / rl2llm time"), rows, classes=("benchmark-seeds",))
 
     def _verdict(self, b: dict) -> str:
         s, goals = b["summary"], b["goals"]
@@ -186,8 +218,8 @@ class RLBenchmark(_ResultsDirective):
             text = (f"Measured on {b['date'][:10]} on an ordinary {m['cores']}-core computer ({m['cpu']}), "
                     "both libraries in the same session, one after the other for each training run.")
             if busy:
-                text += (" The computer was shared with other work at the time, which slows both sides; "
-                         "the comparison between them still holds, the absolute speeds less so.")
+                text += (" The computer was busy with other work at the time, which slows both sides, so the "
+                         "speeds themselves are understated; the two libraries took turns under the same conditions.")
             return _paragraph(text)
         text = (f"Measured {b['date']} on {m['cpu']} ({m['cores']} cores, {m.get('os', '')}), "
                 f"{settings['threads']} PyTorch thread(s) on both sides, seeds {', '.join(map(str, settings['seeds']))}, "
@@ -215,25 +247,32 @@ class VIBenchmark(_ResultsDirective):
             return self._missing("python benchmarks/value_iteration.py", "a few minutes")
         rows = data["rows"]
         m, v = data["machine"], data["versions"]
+        total = [(r["init"][0] + r["solve"][0], r["init"][1] + r["solve"][1]) for r in rows]
         if self.manager:
             out = [_paragraph(
                 "Both libraries solve the same two planning problems to the same answer (the same values and "
-                "equally good decisions in every state); the table shows how long each takes.")]
+                "equally good decisions in every situation). The table shows how long each takes to solve a "
+                "problem once it is set up, and in total, setting up included.")]
             out.append(_table(
-                ("problem", "situations", "the book's code, seconds", "mdptoolbox, seconds", "times as fast"),
-                [(r["problem"], _fmt_int(r["states"]), f"{r['solve'][0]:.2f}", f"{r['solve'][1]:.2f}",
-                  f"{r['solve'][1] / r['solve'][0]:.1f}") for r in rows]))
+                ("problem", "situations", "solving: the book's code", "solving: mdptoolbox",
+                 "in total: the book's code", "in total: mdptoolbox"),
+                [(r["problem"], _fmt_int(r["states"]), f"{r['solve'][0]:.2f} s", f"{r['solve'][1]:.2f} s",
+                  f"{t[0]:.2f} s", f"{t[1]:.1f} s") for r, t in zip(rows, total)]))
             out.append(_paragraph(f"Measured on {data['date'][:10]} on an ordinary {m['cores']}-core computer."))
             return out
         out = [_table(
-            ("problem", "states", "sweeps", "solve: rl2llm s", "mdptoolbox s", "speed-up", "max |V diff|"),
+            ("problem", "states", "sweeps", "solve: rl2llm s", "mdptoolbox s", "speed-up", "with setup",
+             "max |V diff|"),
             [(r["problem"], _fmt_int(r["states"]), r["sweeps"][0], f"{r['solve'][0]:.3f}", f"{r['solve'][1]:.3f}",
-              f"{r['solve'][1] / r['solve'][0]:.1f}×", f"{r['v_diff']:.1e}") for r in rows])]
+              f"{r['solve'][1] / r['solve'][0]:.1f}×", f"{t[1] / t[0]:.0f}×", f"{r['v_diff']:.1e}")
+             for r, t in zip(rows, total)])]
         out.append(_paragraph(
             f"Best of {data['settings']['repeats']} runs, tolerance {data['settings']['tol']:g}; mdptoolbox pinned "
-            f"to our number of sweeps, so both do the same arithmetic. Measured {data['date']} on {m['cpu']} "
-            f"({m['cores']} cores); Python {v['python']}, NumPy {v['numpy']}, SciPy {v['scipy']}, "
-            f"mdptoolbox-hiive {v['mdptoolbox-hiive']}, rl2llm at commit {data['rl2llm_commit']}."))
+            "to our number of sweeps, so both do the same arithmetic. \"With setup\" adds building each library's "
+            "problem object to the solve (mdptoolbox checks its input and computes an iteration bound, which is "
+            f"most of its time). Measured {data['date']} on {m['cpu']} ({m['cores']} cores); Python {v['python']}, "
+            f"NumPy {v['numpy']}, SciPy {v['scipy']}, mdptoolbox-hiive {v['mdptoolbox-hiive']}, rl2llm at commit "
+            f"{data['rl2llm_commit']}."))
         return out
 
 
