@@ -139,7 +139,11 @@ def _on_config_inited(app: Sphinx, config) -> None:
         config.html_show_sourcelink = False
         config.html_copy_source = False
     app.rl2llm_rerun = {name.strip().removesuffix(".md") for name in config.rl2llm_rerun if name.strip()}
-    logger.info(f"[rl2llm] {edition} edition; execution cache {cache}")
+    if _scale() == "large":
+        # The full setting is for a bigger machine and a patient reader: a cell may take as long as it needs
+        # (the per-cell timeout guards the default build's budget, not the large one).
+        config.nb_execution_timeout = -1
+    logger.info(f"[rl2llm] {edition} edition; execution cache {cache}; scale {_scale()}")
 
 
 def _scale() -> str:

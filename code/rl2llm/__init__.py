@@ -9,6 +9,9 @@ One module per idea; each module's docstring names the lecture that uses it.
 * :mod:`rl2llm.policy_gradient` — exact policy gradients and REINFORCE (Lecture 2)
 * :mod:`rl2llm.td` — Monte Carlo, TD(0), SARSA, expected SARSA, (Double) Q-learning (Lecture 3)
 * :mod:`rl2llm.dqn` — replay buffers, Q-networks, DQN and its fixes (Lecture 3)
+* :mod:`rl2llm.advantages` — TD errors, n-step returns, GAE(lambda) with termination and truncation (Lecture 4)
+* :mod:`rl2llm.actor_critic` — A2C on gymnasium's vector environments, shared or separate networks (Lecture 4)
+* :mod:`rl2llm.trpo` — conjugate gradient, Fisher-vector products, KL line search, TRPO (Lecture 5)
 * :mod:`rl2llm.exercises` — checkers for the exercises a reader solves in code
 * :mod:`rl2llm.plotting` — the book's figure style and shared plots
 * :mod:`rl2llm.seeding` — the one seeding helper
