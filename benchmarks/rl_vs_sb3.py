@@ -256,9 +256,9 @@ def run_algorithm(key: str, seeds: list[int], threads: int, episodes: int, quick
             returns = evaluate(trained.act, algo.env_id, episodes)
             run = {"library": library, "seed": seed, "return_mean": float(returns.mean()),
                    "return_std": float(returns.std()), "return_min": float(returns.min()),
-                   "episodes": episodes, "env_steps": trained.env_steps, "seconds": round(trained.seconds, 3),
+                   "episodes": episodes, "env_steps": trained.env_steps, "seconds": round(trained.seconds, 6),
                    "steps_per_second": trained.env_steps / trained.seconds,
-                   "cpu_seconds": round(trained.cpu_seconds, 3),
+                   "cpu_seconds": round(trained.cpu_seconds, 6),
                    "steps_per_cpu_second": trained.env_steps / trained.cpu_seconds}
             print(f"[bench]   {trained.seconds:.1f} s ({trained.cpu_seconds:.1f} s CPU), "
                   f"{run['steps_per_second']:,.0f} steps/s, "

@@ -122,7 +122,8 @@ def test_page_renders_the_results_in_both_editions(quick_run, tmp_path):
     _, _, out = quick_run
     scientist = _render(tmp_path, "scientist", out)
     assert "DQN on CartPole-v1" in scientist and "A2C on CartPole-v1" in scientist
-    assert "Verdict" in scientist and "quick run" in scientist and "stable-baselines3" in scientist
+    assert "Verdict" in scientist and "quick run" in scientist and "Stable-Baselines3" in scientist
+    assert "seconds (CPU): rl2llm" in scientist, "no per-seed table in the scientist edition"
     manager = _render(tmp_path, "manager", out)
     body = BeautifulSoup(manager, "html.parser").select_one('[role="main"]')
     assert "the book's code" in body.get_text().replace("\u2019", "'").lower()
