@@ -137,31 +137,36 @@ class RLBenchmark(_ResultsDirective):
         n = len(settings["seeds"])
         steps = _fmt_int(settings["env_steps"])
         ratio = s["speed_ratio"]
-        # who reaches the return goal
+        # who reaches the return goal, and how fast each side trains (in words a manager reads)
         goal = f"{goals['return']:g}"
-        returns = (f"Return (the mean over {settings['eval_episodes']} test episodes, averaged over {n} training "
-                   f"runs with different seeds; {goal} counts as solving the task, 500 is the maximum): "
-                   f"{name['rl2llm']} {ours['return_mean']:.1f} ({ours['seeds_at_goal']} of {n} runs at {goal} "
-                   f"or more), {name['stable-baselines3']} {theirs['return_mean']:.1f} "
-                   f"({theirs['seeds_at_goal']} of {n}).")
-        if ratio >= 1:
-            speed = (f"Speed: {name['rl2llm']} trained at {_fmt_int(ours['steps_per_second'])} environment steps "
-                     f"per second, {name['stable-baselines3']} at {_fmt_int(theirs['steps_per_second'])}: "
-                     f"{ratio:.2f} times as fast (the goal is {goals['speed_ratio']:g} times).")
+        if self.manager:
+            score = (f"Score (how long the pole stays up, averaged over {settings['eval_episodes']} test attempts "
+                     f"and over {n} training runs; {goal} counts as solving the task, 500 is the most): ")
+            unit, runs = "steps of practice", "training runs"
         else:
-            speed = (f"Speed: {name['rl2llm']} trained at {_fmt_int(ours['steps_per_second'])} environment steps "
-                     f"per second, {name['stable-baselines3']} at {_fmt_int(theirs['steps_per_second'])}: "
-                     f"{name['rl2llm']} is slower, at {ratio:.2f} times the speed "
-                     f"(the goal is {goals['speed_ratio']:g} times).")
+            score = (f"Return (the mean over {settings['eval_episodes']} test episodes, averaged over {n} training "
+                     f"runs with different seeds; {goal} counts as solving the task, 500 is the maximum): ")
+            unit, runs = "environment steps", "runs"
+        returns = (score + f"{name['rl2llm']} {ours['return_mean']:.1f} ({ours['seeds_at_goal']} of {n} {runs} at "
+                   f"{goal} or more), {name['stable-baselines3']} {theirs['return_mean']:.1f} "
+                   f"({theirs['seeds_at_goal']} of {n}).")
+        speed = (f"Speed: {name['rl2llm']} trained at {_fmt_int(ours['steps_per_second'])} {unit} per second, "
+                 f"{name['stable-baselines3']} at {_fmt_int(theirs['steps_per_second'])}: ")
+        if ratio >= 1:
+            speed += f"{ratio:.2f} times as fast (the goal is {goals['speed_ratio']:g} times)."
+        else:
+            speed += (f"{name['rl2llm']} is slower, at {ratio:.2f} times the speed "
+                      f"(the goal is {goals['speed_ratio']:g} times).")
         cpu = s.get("cpu_speed_ratio")
         if cpu is not None and not self.manager:
             speed += (f" By CPU time (the seconds the process itself computed, which other work on the machine "
                       f"disturbs less) the ratio is {cpu:.2f}.")
-        section += _paragraph(f"Both trained for {steps} environment steps with the same settings. ", returns,
+        section += _paragraph(f"Both trained for {steps} {unit} with the same settings. ", returns,
                               " ", speed)
         section += _paragraph(("strong", "Verdict: "), self._verdict(b))
         section += _table(
-            ("library", "mean return", "worst run", f"runs at {goal}+", "steps per second"),
+            ("library", "mean score" if self.manager else "mean return", "worst run", f"runs at {goal}+",
+             "steps per second"),
             [(name[lib], f"{s[lib]['return_mean']:.1f}", f"{s[lib]['return_min_seed']:.1f}",
               f"{s[lib]['seeds_at_goal']} of {s[lib]['seeds']}", _fmt_int(s[lib]["steps_per_second"]))
              for lib in LIBRARIES])
@@ -191,14 +196,15 @@ class RLBenchmark(_ResultsDirective):
         s, goals = b["summary"], b["goals"]
         ours, theirs = s["rl2llm"], s["stable-baselines3"]
         us = "The book's code" if self.manager else "rl2llm"
+        score = "score" if self.manager else "return"
         behind = []
         if not s["return_goal_met"]:
-            behind.append(f"it does not reach the return goal ({ours['return_mean']:.1f} against "
+            behind.append(f"it does not reach the {score} goal ({ours['return_mean']:.1f} against "
                           f"{goals['return']:g})")
         elif ours["seeds_at_goal"] < ours["seeds"]:
             behind.append(f"only {ours['seeds_at_goal']} of its {ours['seeds']} runs reach {goals['return']:g}")
         if ours["return_mean"] < theirs["return_mean"] - 1.0:
-            behind.append(f"its return is lower than Stable-Baselines3's ({ours['return_mean']:.1f} against "
+            behind.append(f"its {score} is lower than Stable-Baselines3's ({ours['return_mean']:.1f} against "
                           f"{theirs['return_mean']:.1f})")
         if s["speed_ratio"] < 1:
             behind.append(f"it is slower than Stable-Baselines3 ({s['speed_ratio']:.2f} times its speed)")
