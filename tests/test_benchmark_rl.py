@@ -3,6 +3,7 @@ and the Benchmarks page renders it (or says how to produce it). Sanity only: tim
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,13 @@ def test_dqn_settings_are_the_zoo_hyperparameters():
 # --------------------------------------------------------------------------- the page
 
 
+def _sphinx(src: Path, out: Path, *flags: str) -> str:
+    build = subprocess.run([sys.executable, "-m", "sphinx", "-W", *flags, "-b", "html", str(src), str(out)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return build.stdout
+
+
 def _render(tmp_path: Path, edition: str, results: Path | None) -> str:
     """Build a one-page Sphinx project with the page's directives (in a subprocess); return the HTML."""
     src = tmp_path / f"src-{edition}"
@@ -112,9 +120,7 @@ def _render(tmp_path: Path, edition: str, results: Path | None) -> str:
         f"def setup(app):\n    app.add_config_value('rl2llm_edition', {edition!r}, 'env')\n")
     (src / "index.md").write_text("# Benchmarks\n\n```{rl-benchmark} benchmarks/results/cartpole.json\n```\n\n"
                                   "```{vi-benchmark} benchmarks/results/value_iteration.json\n```\n")
-    build = subprocess.run([sys.executable, "-m", "sphinx", "-W", "-q", "-E", "-b", "html", str(src),
-                            str(tmp_path / f"out-{edition}")], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
+    _sphinx(src, tmp_path / f"out-{edition}", "-E")
     return (tmp_path / f"out-{edition}" / "index.html").read_text()
 
 
@@ -149,3 +155,16 @@ def test_a2c_settings_are_stable_baselines3s_defaults():
                                        sb3["vf_coef"], sb3["max_grad_norm"], sb3["rms_prop_eps"],
                                        sb3["normalize_advantage"])
     assert sb3["use_rms_prop"] and c.rmsprop_alpha == 0.99 and c.hidden == (64, 64) and not c.shared
+
+
+def test_page_is_read_again_when_a_results_file_changes(quick_run, tmp_path):
+    _, _, out = quick_run
+    _render(tmp_path, "scientist", out)
+    src, html = tmp_path / "src-scientist", tmp_path / "out-scientist"
+    shutil.copy(REPO / "benchmarks" / "results" / "value_iteration.json", src / "benchmarks" / "results")
+    _sphinx(src, html)
+    assert "0 changed" in _sphinx(src, html), "nothing changed, yet the page was read again"
+    results = src / "benchmarks" / "results" / "cartpole.json"
+    stamp = results.stat().st_mtime + 10
+    os.utime(results, (stamp, stamp))
+    assert "1 changed" in _sphinx(src, html), "a changed results file did not re-read the page"
