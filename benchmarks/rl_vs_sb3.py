@@ -36,7 +36,9 @@ Timed (``time.perf_counter``): training only, from building the model (our
 ``train_*`` call; Stable-Baselines3's constructor plus ``learn()``) to the end
 of training, with no evaluation during training and no logging on either side.
 Steps per second = environment steps taken (over all parallel copies) / those
-seconds. Evaluated apart, untimed, by one loop for both sides: the trained
+seconds. The process's CPU time (``time.process_time``) over the same span is
+recorded too: on a shared machine other work stretches the wall clock, much
+less the CPU time, so the two ratios differing says the load distorted one. Evaluated apart, untimed, by one loop for both sides: the trained
 policy acts greedily (our argmax; Stable-Baselines3's
 ``predict(deterministic=True)``) in 100 episodes whose starts are the same for
 every model (``reset(seed=EVAL_SEED + i)``); the score is the mean return (the
