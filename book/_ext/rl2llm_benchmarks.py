@@ -105,7 +105,7 @@ class RLBenchmark(_ResultsDirective):
         if data is None or not data.get("algorithms"):
             if "summary" in self.options:
                 return [_paragraph("No measurements yet.")]
-            return self._missing("python benchmarks/rl_vs_sb3.py", "about half an hour on two cores")
+            return self._missing("python benchmarks/rl_vs_sb3.py", "about 15 minutes on two cores")
         if "summary" in self.options:
             items = nodes.bullet_list()
             for block in data["algorithms"].values():
