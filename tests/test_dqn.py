@@ -390,3 +390,12 @@ def test_acting_in_numpy_agrees_with_the_network():
         with torch.no_grad():  # the NumPy views follow in-place changes of the weights
             net.body[0].weight.mul_(-3.0)
         assert [net._act(o) for o in obs] == net(torch.from_numpy(obs)).argmax(dim=1).tolist()
+
+
+def test_flush_denormals_flushes_inside_and_switches_off_after():
+    from rl2llm.dqn import flush_denormals
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # a denormal float32
+    with flush_denormals() as _:
+        if torch.set_flush_denormal(True):  # the CPU supports flushing
+            assert (tiny * 1.0).item() == 0.0
+    assert (tiny * 1.0).item() > 0.0

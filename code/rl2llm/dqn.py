@@ -487,6 +487,24 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def flush_denormals():
+    """Run the block with CPU denormal floats flushed to zero, then switch flushing off again
+    (PyTorch offers no way to read the setting, and off is its default).
+
+    Adam's running averages of squared gradients decay towards numbers so small
+    (below 1e-38) that the CPU handles them in slow microcode: on CartPole they
+    made the optimiser step several times slower than on a fresh network.
+    Flushing them to zero changes nothing that matters to learning.
+    """
+    before = torch.set_flush_denormal(True)  # returns False where the CPU cannot flush
+    try:
+        yield
+    finally:
+        if before:
+            torch.set_flush_denormal(False)
+
+
 def _checked_env_id(env_id) -> gym.Env:
     """A fresh environment made from ``env_id``: a registered id with a flat Box observation and Discrete actions."""
     if not isinstance(env_id, str):
@@ -540,7 +558,7 @@ def train_dqn(env_id: str, config: DQNConfig = DQNConfig(), seed: int = 0, eval_
     if description is not None and not isinstance(description, str):
         raise TypeError(f"description must be a string or None, got {check.describe(description)}")
     env = _checked_env_id(env_id)
-    with torch_threads(threads):
+    with torch_threads(threads), flush_denormals():
         return _train_dqn(env, env_id, config, seed, eval_every, eval_episodes, keep_best,
                           description or f"DQN on {env_id}, seed {seed}")
 
