@@ -70,3 +70,54 @@ def test_solutions_move_to_the_end():
     assert sources[-1] == "def f(): return 'SOLUTION'"
     assert sources.index("print('after')") < sources.index(sources[-2])
     assert nbformat.validate(notebook) is None
+
+
+EXERCISES = """\
+## Exercises
+
+::::{edition} scientist
+:::{exercise}
+:label: ex-first
+
+Derive {eq}`bellman-eq` and follow {prf:ref}`alg-trpo`.
+:::
+
+:::{solution} ex-first
+:class: dropdown
+
+WRITTEN_SOLUTION_ONE.
+:::
+::::
+
+:::{exercise}
+:label: ex-second
+
+Second question.
+:::
+
+:::{solution} ex-second
+:class: dropdown
+
+WRITTEN_SOLUTION_TWO.
+:::
+"""
+
+
+def test_exercises_are_numbered_and_written_solutions_move_to_the_end():
+    cells = [nbformat.v4.new_markdown_cell(EXERCISES),
+             nbformat.v4.new_code_cell("def g(): return 'CODE_SOLUTION'",
+                                       metadata={"tags": ["scientist", "hide-cell", "solution"]}),
+             nbformat.v4.new_code_cell("print('after')")]
+    out = nbformat.reads(reader_notebook(nbformat.writes(nbformat.v4.new_notebook(cells=cells))), as_version=4)
+    sources = [cell.source for cell in out.cells]
+    heading = next(i for i, s in enumerate(sources) if s.startswith("## Solutions"))
+    questions = sources[0]
+    assert "**Exercise 1**" in questions and "**Exercise 2**" in questions
+    assert "WRITTEN_SOLUTION" not in questions and "CODE_SOLUTION" not in "\n".join(sources[:heading])
+    after = sources[heading + 1:]
+    assert after[0].startswith("**Solution to exercise 1**") and "WRITTEN_SOLUTION_ONE." in after[0]
+    assert after[1].startswith("**Solution to exercise 2**") and "WRITTEN_SOLUTION_TWO." in after[1]
+    assert after[2] == "def g(): return 'CODE_SOLUTION'"
+    assert "the equation labelled *bellman-eq*" in questions and "*alg trpo*" in questions
+    for gone in (":::", ":label:", ":class:", "{eq}", "{prf:ref}"):
+        assert gone not in "\n".join(sources), gone

@@ -876,8 +876,13 @@ _DIRECTIVE_OPEN = re.compile(r"^(?P<fence>:{3,}|`{3,})\{(?P<name>[\w:-]+)\}\s*(?
 _OPTION = re.compile(r"^:[\w-]+:")
 
 
-def _plain_directives(text: str) -> str:
-    """MyST directives a notebook cannot render, as plain Markdown: a bold title, the body, no options."""
+def _plain_directives(text: str, exercises: dict | None = None) -> str:
+    """MyST directives a notebook cannot render, as plain Markdown: a bold title, the body, no options.
+
+    ``exercises`` maps exercise labels to their numbers in the notebook: exercises are titled
+    "Exercise N" and solutions "Solution to exercise N".
+    """
+    exercises = exercises or {}
     out, fences, in_options = [], [], False
     for line in text.split("\n"):
         stripped = line.strip()
@@ -888,7 +893,11 @@ def _plain_directives(text: str) -> str:
             name, arg = match["name"], match["arg"].strip()
             fences.append(match["fence"])
             in_options = True
-            if name == "literalinclude":
+            if name == "exercise":
+                out.append("**Exercise**")  # numbered by its :label: option, next
+            elif name == "solution":
+                out.append(f"**Solution to exercise {exercises[arg]}**" if arg in exercises else "**Solution**")
+            elif name == "literalinclude":
                 out.append(f"*(The book shows here the source of `{arg.removeprefix('../../')}`.)*")
             elif name not in ("code-cell",):
                 title = name.split(":")[-1].replace("-", " ").capitalize()
@@ -896,6 +905,10 @@ def _plain_directives(text: str) -> str:
                            if name != "admonition" else f"**{arg}**")
             continue
         if fences and in_options and _OPTION.match(stripped):
+            if stripped.startswith(":label:") and out and out[-1] == "**Exercise**":
+                label = stripped.split(":", 2)[2].strip()
+                if label in exercises:
+                    out[-1] = f"**Exercise {exercises[label]}**"
             if stripped.startswith(":pyobject:") and out and out[-1].startswith("*(The book shows"):
                 out[-1] = out[-1].replace("`.)*", f"`, `{stripped.split(':', 2)[2].strip()}`.)*")
             continue
@@ -927,8 +940,36 @@ def _plain_roles(text: str, glue: dict) -> str:
             return f"${body}$"
         if role == "cite":
             return "[" + ", ".join(key.strip() for key in body.split(",")) + "]"
+        if role == "eq":
+            return f"the equation labelled *{label}*"
+        if role in ("prf:ref", "ref", "numref") and label == body.strip() and re.fullmatch(r"[\w:.-]+", label):
+            return f"*{label.replace('-', ' ')}*"  # a bare label: the page shows the target's title
         return label or body
     return _ROLE.sub(replace, text)
+
+
+_EXERCISE_LABEL = re.compile(r"^:{3,}\{exercise\}[^\n]*\n(?::[\w-]+:[^\n]*\n)*?:label:\s*(\S+)", re.M)
+
+
+def _split_solutions(text: str) -> tuple[str, list[str]]:
+    """``text`` without its ``{solution}`` blocks, and those blocks (for the Solutions section)."""
+    kept, moved, block, fence = [], [], [], None
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if fence is None:
+            match = _DIRECTIVE_OPEN.match(stripped)
+            if match and match["name"] == "solution" and match["fence"].startswith(":"):
+                fence, block = match["fence"], [line]
+            else:
+                kept.append(line)
+            continue
+        block.append(line)
+        if stripped == fence:
+            moved.append("\n".join(block))
+            fence = None
+    if fence is not None:  # an unclosed block: leave it where it was
+        kept.extend(block)
+    return "\n".join(kept), moved
 
 
 def reader_notebook(notebook_json: str, glue_json: str = "{}") -> str:
@@ -944,13 +985,20 @@ def reader_notebook(notebook_json: str, glue_json: str = "{}") -> str:
 
     notebook = nbformat.reads(notebook_json, as_version=4)
     glue = json.loads(glue_json or "{}")
+    scientist = {id(cell): _scientist_markdown(cell.source) for cell in notebook.cells
+                 if cell.cell_type == "markdown"}
+    labels = [m.group(1) for text in scientist.values() for m in _EXERCISE_LABEL.finditer(text)]
+    exercises = {label: n for n, label in enumerate(dict.fromkeys(labels), start=1)}
     cells, solutions = [], []
     for cell in notebook.cells:
         tags = set(cell.metadata.get("tags", []))
         if cell.cell_type == "code" and tags & {"check", "manager"}:
             continue
         if cell.cell_type == "markdown":
-            cell.source = _plain_roles(_plain_directives(_scientist_markdown(cell.source)), glue)
+            text, moved = _split_solutions(scientist[id(cell)])
+            solutions.extend(nbformat.v4.new_markdown_cell(_plain_roles(_plain_directives(block, exercises), glue))
+                             for block in moved)
+            cell.source = _plain_roles(_plain_directives(text, exercises), glue)
             if not cell.source.strip():
                 continue
         (solutions if "solution" in tags else cells).append(cell)
