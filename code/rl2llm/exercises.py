@@ -9,7 +9,8 @@ by Lecture 2 (policy gradients): reward-to-go, checked by :func:`check_reward_to
 by Lecture 3 (Q-learning): the targets of SARSA, expected SARSA and Q-learning,
 checked by :func:`check_td_target`; and by Lecture 4 (actor-critic): generalised
 advantage estimates over episodes that terminate or are truncated, checked by
-:func:`check_gae`.
+:func:`check_gae`; and by Lecture 5 (TRPO): conjugate gradient with a
+matrix-vector product, checked by :func:`check_conjugate_gradient`.
 
 Each checker runs your function on several small worlds (terminal states,
 a discount close to 1, a discount of 0 or of 1, several actions), compares
