@@ -270,5 +270,15 @@ def test_gae_malformed_answers_and_exceptions_are_described():
     assert "finite" in check_gae(lambda r, *a: np.full(len(r), np.nan)).cases[0].message
     with pytest.raises(TypeError, match="check_gae: fn must take 7 arguments"):
         check_gae(lambda rewards, values: rewards)
+
+
+def test_gae_checker_shows_a_repeated_error_once():
+    def stub(rewards, values, next_values, terminated, truncated, gamma, lam):
+        raise NotImplementedError("your code here")
+
+    result = check_gae(stub)
+    assert not result.passed and "NotImplementedError" in result.cases[0].message
+    assert all("same error as in the first case" in case.message for case in result.cases[1:]), result.report()
+    assert result.report().count("NotImplementedError: your code here") == 1, result.report()
     with pytest.raises(TypeError, match="check_gae: fn must be your function"):
         check_gae("gae")

@@ -818,11 +818,15 @@ def check_gae(fn: Callable) -> CheckResult:
     checker = "check_gae"
     _check_callable(fn, checker, 7, _GAE_CALL)
     results = []
+    first_error = None   # an error met again is not repeated in full
     for case in _gae_cases():
         right = _reference_gae(case)
         args = (case.rewards, case.values, case.next_values, case.terminated, case.truncated, case.gamma, case.lam)
         answer, error = _call(fn, args)
         if error:
+            if error == first_error:
+                error = "the same error as in the first case that raised it (shown above)"
+            first_error = first_error or error
             results.append(CaseResult(case.name, False, error))
             continue
         A, problem = _as_stream(answer, len(right))
