@@ -121,3 +121,23 @@ def test_exercises_are_numbered_and_written_solutions_move_to_the_end():
     assert "the equation labelled *bellman-eq*" in questions and "*alg trpo*" in questions
     for gone in (":::", ":label:", ":class:", "{eq}", "{prf:ref}"):
         assert gone not in "\n".join(sources), gone
+
+
+def test_literalincludes_become_the_code_they_show():
+    lectures = Path(__file__).resolve().parents[1] / "book" / "lectures"
+    partial = """\
+```{literalinclude} ../../code/rl2llm/rollouts.py
+:pyobject: reward_to_go
+:start-at: out = np.empty_like(rewards)
+:end-at: return out
+:dedent: 4
+```
+"""
+    cells = [nbformat.v4.new_markdown_cell(MARKDOWN), nbformat.v4.new_markdown_cell(partial),
+             nbformat.v4.new_markdown_cell("```{literalinclude} ../../code/rl2llm/no_such_module.py\n```\n")]
+    out = nbformat.reads(reader_notebook(nbformat.writes(nbformat.v4.new_notebook(cells=cells)), "{}",
+                                         source_dir=lectures), as_version=4)
+    whole, part, missing = (cell.source for cell in out.cells)
+    assert "```python\ndef value_iteration(" in whole and "The book shows here" not in whole
+    assert part.startswith("```python\nout = np.empty_like(rewards)") and part.rstrip().endswith("return out\n```")
+    assert "The book shows here the source of `code/rl2llm/no_such_module.py`" in missing

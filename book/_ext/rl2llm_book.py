@@ -830,7 +830,8 @@ def _on_build_finished(app: Sphinx, exception) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             glue = executed / f"{docname}.glue.json"
             notebook = reader_notebook(source.read_text(encoding="utf8"),
-                                       glue.read_text(encoding="utf8") if glue.exists() else "{}")
+                                       glue.read_text(encoding="utf8") if glue.exists() else "{}",
+                                       source_dir=(Path(app.srcdir) / docname).parent)
             target.write_text(notebook, encoding="utf8")
             # The theme's "download notebook" button serves _sources/<doc>.ipynb: the same reader's
             # notebook (solutions at the end, checks left out), not the raw conversion of the page.
@@ -876,14 +877,54 @@ _DIRECTIVE_OPEN = re.compile(r"^(?P<fence>:{3,}|`{3,})\{(?P<name>[\w:-]+)\}\s*(?
 _OPTION = re.compile(r"^:[\w-]+:")
 
 
-def _plain_directives(text: str, exercises: dict | None = None) -> str:
+def _included_source(arg: str, options: dict, source_dir: Path | None) -> str | None:
+    """The lines a ``literalinclude`` shows, as a fenced code block; None when they cannot be found."""
+    if source_dir is None:
+        return None
+    path = (source_dir / arg).resolve()
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf8")
+    lines = text.split("\n")
+    if "pyobject" in options:
+        import ast
+
+        nodes_ = ast.parse(text).body
+        node = None
+        for part in options["pyobject"].split("."):
+            node = next((n for n in nodes_ if getattr(n, "name", None) == part), None)
+            if node is None:
+                return None
+            nodes_ = getattr(node, "body", [])
+        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+        lines = lines[first - 1:node.end_lineno]
+    if "start-at" in options:
+        start = next((i for i, line in enumerate(lines) if options["start-at"] in line), None)
+        if start is None:
+            return None
+        lines = lines[start:]
+    if "end-at" in options:
+        end = next((i for i, line in enumerate(lines) if options["end-at"] in line), None)
+        if end is None:
+            return None
+        lines = lines[:end + 1]
+    if options.get("dedent", "").isdigit():
+        n = int(options["dedent"])
+        lines = [line[n:] if line[:n].strip() == "" else line.lstrip() for line in lines]
+    language = options.get("language", "python" if path.suffix == ".py" else "")
+    return f"```{language}\n" + "\n".join(lines).rstrip() + "\n```"
+
+
+def _plain_directives(text: str, exercises: dict | None = None, source_dir: Path | None = None) -> str:
     """MyST directives a notebook cannot render, as plain Markdown: a bold title, the body, no options.
 
     ``exercises`` maps exercise labels to their numbers in the notebook: exercises are titled
-    "Exercise N" and solutions "Solution to exercise N".
+    "Exercise N" and solutions "Solution to exercise N". A ``literalinclude`` becomes the code it
+    shows (found from ``source_dir``, the chapter's folder), or a note naming it.
     """
     exercises = exercises or {}
     out, fences, in_options = [], [], False
+    include = None  # a literalinclude being read: its argument and options
     for line in text.split("\n"):
         stripped = line.strip()
         match = _DIRECTIVE_OPEN.match(stripped)
@@ -899,6 +940,7 @@ def _plain_directives(text: str, exercises: dict | None = None) -> str:
                 out.append(f"**Solution to exercise {exercises[arg]}**" if arg in exercises else "**Solution**")
             elif name == "literalinclude":
                 out.append(f"*(The book shows here the source of `{arg.removeprefix('../../')}`.)*")
+                include = (arg, {}, len(out) - 1)
             elif name not in ("code-cell",):
                 title = name.split(":")[-1].replace("-", " ").capitalize()
                 out.append(f"**{title}{': ' + arg if arg and title.lower() != arg.lower() else ''}**"
@@ -911,10 +953,18 @@ def _plain_directives(text: str, exercises: dict | None = None) -> str:
                     out[-1] = f"**Exercise {exercises[label]}**"
             if stripped.startswith(":pyobject:") and out and out[-1].startswith("*(The book shows"):
                 out[-1] = out[-1].replace("`.)*", f"`, `{stripped.split(':', 2)[2].strip()}`.)*")
+            if include is not None:
+                key, _, value = stripped[1:].partition(":")
+                include[1][key] = value.strip()
             continue
         in_options = False
         if fences and stripped and set(stripped) == {fences[-1][0]} and len(stripped) >= len(fences[-1]):
             fences.pop()
+            if include is not None:
+                code = _included_source(include[0], include[1], source_dir)
+                if code is not None:
+                    out[include[2]] = code
+                include = None
             continue
         out.append(line)
     return "\n".join(out)
@@ -972,7 +1022,7 @@ def _split_solutions(text: str) -> tuple[str, list[str]]:
     return "\n".join(kept), moved
 
 
-def reader_notebook(notebook_json: str, glue_json: str = "{}") -> str:
+def reader_notebook(notebook_json: str, glue_json: str = "{}", source_dir: Path | None = None) -> str:
     """The executed notebook as a reader downloads it (scientist edition).
 
     Cells of the manager edition and the build's ``check`` cells are dropped; prose
@@ -996,9 +1046,9 @@ def reader_notebook(notebook_json: str, glue_json: str = "{}") -> str:
             continue
         if cell.cell_type == "markdown":
             text, moved = _split_solutions(scientist[id(cell)])
-            solutions.extend(nbformat.v4.new_markdown_cell(_plain_roles(_plain_directives(block, exercises), glue))
-                             for block in moved)
-            cell.source = _plain_roles(_plain_directives(text, exercises), glue)
+            solutions.extend(nbformat.v4.new_markdown_cell(
+                _plain_roles(_plain_directives(block, exercises, source_dir), glue)) for block in moved)
+            cell.source = _plain_roles(_plain_directives(text, exercises, source_dir), glue)
             if not cell.source.strip():
                 continue
         (solutions if "solution" in tags else cells).append(cell)
