@@ -7,7 +7,10 @@ sides run one after the other in the same process, the order alternating from
 seed to seed (ours first on even seeds, Stable-Baselines3 first on odd ones), so
 that a change in the machine's load hits both. Both run on the CPU with the same
 number of PyTorch threads (``--threads``, 1 by default: fair on a two-core
-machine, and for networks this small a second thread buys nothing).
+machine, and for networks this small a second thread buys nothing). Each library
+runs as it ships: our ``train_dqn`` flushes denormal floats to zero during its own
+run (``rl2llm.dqn.flush_denormals``; Adam's decayed state otherwise makes its step
+several times slower), and Stable-Baselines3 is left with PyTorch's default.
 
 Rows so far (Part II adds PPO, SAC and TD3 to ``ALGORITHMS``):
 
