@@ -1,0 +1,500 @@
+"""Proximal policy optimisation (PPO): many small steps on one batch, each kept near the policy that collected it.
+
+Introduced in Lecture 6 (PPO). Lecture 5's TRPO bounds each update by a KL
+constraint solved with conjugate gradients and a line search; PPO (Schulman
+et al., 2017) gets most of that with first-order steps on a *clipped*
+objective, which stops rewarding a change in an action's probability once
+the ratio new/old has left ``[1 - clip, 1 + clip]``. Part IV adapts this
+same code to language models, where an action is a token.
+
+* :func:`clipped_surrogate` — the clipped objective, on per-action
+  log-probabilities (per-token ones in Part IV).
+* :func:`approx_kl` — the k1 and k3 estimators of ``KL(old || new)`` from
+  samples of the old policy (Schulman's note "Approximating KL divergence");
+  :func:`clip_fraction` — the share of samples whose ratio was clipped. The
+  two numbers to watch while PPO trains.
+* :class:`PPOConfig`, :func:`train_ppo` — PPO on a gymnasium environment with
+  Discrete actions. The defaults are the RL Zoo's CartPole-v1 settings; each
+  implementation detail Lecture 6 ablates has its own switch.
+
+The loop is Lecture 4's A2C loop (:mod:`rl2llm.actor_critic`): the same
+networks and orthogonal initialisation, the same synchronous vector
+environment in next-step automatic-reset mode with its reset steps masked
+out, the same GAE (:mod:`rl2llm.advantages`). Only the update differs:
+A2C takes one gradient step per batch, PPO ``n_epochs`` passes of
+minibatch steps, which is what makes the clip necessary.
+
+Every public function checks its arguments and raises a ``TypeError`` or
+``ValueError`` that names the bad one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from . import _validate as check
+from .actor_critic import _checked_env, _evaluate, _numpy_actor, evaluate_policy, make_networks, parameters
+from .advantages import _gae
+from .dqn import flush_denormals, torch_threads
+from .policies import CategoricalMLP, ValueMLP
+
+__all__ = ["KLEstimates", "PPOConfig", "PPOResult", "approx_kl", "clip_fraction", "clipped_surrogate",
+           "config_dict", "evaluate_policy", "train_ppo"]
+from .progress import progress
+
+# --------------------------------------------------------------------------- the objective and its monitors
+
+
+def _as_log_probs(name: str, value) -> torch.Tensor:
+    """A float tensor of finite log-probabilities (arrays are converted), at least one entry."""
+    if isinstance(value, torch.Tensor):
+        tensor = value
+    else:
+        tensor = torch.as_tensor(check.numeric_array(name, value), dtype=torch.float64)
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must hold floats (log-probabilities), got dtype {tensor.dtype}")
+    if tensor.numel() == 0:
+        raise ValueError(f"{name} must have at least one entry")
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} must be finite")
+    return tensor
+
+
+def _checked_pair(log_probs_new, log_probs_old) -> tuple[torch.Tensor, torch.Tensor]:
+    new = _as_log_probs("log_probs_new", log_probs_new)
+    old = _as_log_probs("log_probs_old", log_probs_old)
+    if new.shape != old.shape:
+        raise ValueError(f"log_probs_new and log_probs_old must have the same shape (one entry per sampled "
+                         f"action), got {tuple(new.shape)} and {tuple(old.shape)}")
+    if (new > 0).any() or (old > 0).any():
+        name = "log_probs_new" if (new > 0).any() else "log_probs_old"
+        raise ValueError(f"{name} must be log-probabilities (<= 0), but it has a positive entry")
+    return new, old.to(new.dtype)
+
+
+def clipped_surrogate(log_probs_new, log_probs_old, advantages, clip: float = 0.2) -> torch.Tensor:
+    """PPO's clipped objective, to be *maximised*: the mean of ``min(r A, clip(r, 1 - clip, 1 + clip) A)``.
+
+    Each entry ``i`` is one sampled action: ``log_probs_new[i]`` is
+    ``log pi_theta(a_i | s_i)`` under the policy being trained (with its
+    gradient), ``log_probs_old[i]`` the same action's log-probability under
+    the policy that collected it (a constant), ``advantages[i]`` how much
+    better than expected the action turned out, and ``r_i = exp(new - old)``
+    the probability ratio. With a positive advantage the objective stops
+    growing once ``r > 1 + clip`` (no reward for making the action *more*
+    likely still), with a negative one once ``r < 1 - clip``; there its
+    gradient is zero, so a minibatch step cannot push further in that
+    direction. Moving back toward ``r = 1`` is never blocked.
+
+    **From action to token.** Nothing here knows what an action is. In
+    Part IV the policy is a language model and each entry is one *token* of
+    a generated answer: ``log_probs_new[i] = log pi_theta(token_i | prompt,
+    tokens before i)``, the old one the same token's log-probability under
+    the model that wrote the answer, and ``advantages[i]`` the answer's
+    advantage given to each of its tokens (or a per-token one). Flatten the
+    (answers, tokens) arrays, keep the real tokens (drop padding), and call
+    this function unchanged.
+
+    Accepted: ``log_probs_new`` a float tensor of log-probabilities (``<= 0``,
+    any shape; arrays are accepted, without gradient); ``log_probs_old`` and
+    ``advantages`` finite numbers of the same shape (tensors or arrays);
+    ``clip`` a number in ``[0, 1)``. Returns a scalar tensor.
+    """
+    new, old = _checked_pair(log_probs_new, log_probs_old)
+    adv = _as_log_probs("advantages", advantages) if isinstance(advantages, torch.Tensor) else \
+        torch.as_tensor(check.as_finite_array("advantages", advantages))
+    if not adv.is_floating_point() or not torch.isfinite(adv).all():
+        raise ValueError("advantages must be finite floats")
+    if adv.shape != new.shape:
+        raise ValueError(f"advantages must have the shape of log_probs_new, {tuple(new.shape)}, "
+                         f"got {tuple(adv.shape)}")
+    clip = check.as_real("clip", clip, 0.0, 1.0, high_open=True)
+    return _clipped_surrogate(new, old.detach(), adv.to(new.dtype).detach(), clip)
+
+
+def _clipped_surrogate(new, old, adv, clip):
+    """:func:`clipped_surrogate` without the checks, for the training loop."""
+    ratio = torch.exp(new - old)
+    return torch.min(ratio * adv, torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * adv).mean()
+
+
+class KLEstimates(NamedTuple):
+    """Two estimates of ``KL(old || new)`` from actions sampled by the old policy (floats, in nats)."""
+
+    #: ``mean(log old - log new)``: unbiased, but single samples can be negative, so it is noisy.
+    k1: float
+    #: ``mean((r - 1) - log r)`` with ``r = new / old``: unbiased too, and every sample is >= 0.
+    k3: float
+
+
+def approx_kl(log_probs_new, log_probs_old) -> KLEstimates:
+    """How far the policy has moved, estimated from the actions in the batch: ``KL(old || new)``.
+
+    The actions were sampled by the old policy, so for each one
+    ``log r = log pi_new(a | s) - log pi_old(a | s)`` is known, and (Schulman,
+    "Approximating KL divergence", 2020) both ``k1 = -log r`` and
+    ``k3 = (r - 1) - log r`` have expectation ``KL(old || new)`` under the old
+    policy. ``k3`` is never negative (``log r <= r - 1``) and has a much
+    smaller variance when the policies are close, which is why PPO
+    implementations log it (and stop early on it, ``target_kl``). Per-token
+    log-probabilities in Part IV give the KL per token.
+
+    Accepted: ``log_probs_new``, ``log_probs_old`` log-probabilities (``<= 0``)
+    of the same sampled actions, same shape, tensors or arrays. No gradient is
+    recorded.
+    """
+    new, old = _checked_pair(log_probs_new, log_probs_old)
+    return _approx_kl(new.detach(), old.detach())
+
+
+def _approx_kl(new, old) -> KLEstimates:
+    with torch.no_grad():
+        log_ratio = new - old
+        k1 = (-log_ratio).mean().item()
+        k3 = (torch.expm1(log_ratio) - log_ratio).mean().item()
+    return KLEstimates(k1, k3)
+
+
+def clip_fraction(log_probs_new, log_probs_old, clip: float = 0.2) -> float:
+    """The share of sampled actions whose ratio ``r = new / old`` lies outside ``[1 - clip, 1 + clip]``.
+
+    Near 0: the policy barely moved, the clip did nothing. Around 0.1 to 0.2:
+    typical. Much higher: the steps are large and most of the batch no
+    longer contributes a gradient. Arguments as :func:`approx_kl`; ``clip``
+    in ``[0, 1)``.
+    """
+    new, old = _checked_pair(log_probs_new, log_probs_old)
+    clip = check.as_real("clip", clip, 0.0, 1.0, high_open=True)
+    with torch.no_grad():
+        return ((torch.exp(new - old) - 1.0).abs() > clip).double().mean().item()
+
+
+# --------------------------------------------------------------------------- configuration and result
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """The knobs of :func:`train_ppo`. The defaults are the RL Zoo's for CartPole-v1 (PPO, 100k steps).
+
+    Each update collects ``n_envs * n_steps`` transitions, then makes
+    ``n_epochs`` passes over them in shuffled minibatches of ``batch_size``.
+    The loss is ``-clipped_surrogate + vf_coef * value_loss - ent_coef *
+    entropy``; the optimiser is Adam (``adam_eps``).
+
+    The switches Lecture 6 ablates, each on or off independently:
+
+    * ``normalize_advantage`` — standardise the advantages of each minibatch;
+    * ``clip_range_vf`` — ``None``: plain squared error for the critic; a
+      number: the value prediction may move at most this far from the old
+      one per update (the larger of the clipped and unclipped errors counts,
+      as in OpenAI's baselines); in the value's own units;
+    * ``orthogonal_init`` — :func:`rl2llm.actor_critic.make_networks`'s
+      orthogonal initialisation, or PyTorch's default;
+    * ``anneal_lr`` — ``learning_rate`` falls linearly to 0 over training;
+      ``anneal_clip`` — so does ``clip_range``;
+    * ``max_grad_norm`` — rescale gradients whose norm exceeds it; ``None``
+      switches this off;
+    * ``ent_coef`` — the entropy bonus (0 switches it off);
+    * ``target_kl`` — ``None``: always run every epoch; a number: stop the
+      update's epochs as soon as a minibatch's k3 estimate of the KL exceeds
+      ``1.5 * target_kl`` (Stable-Baselines3's rule).
+    """
+
+    n_envs: int = 8
+    n_steps: int = 32
+    total_steps: int = 100_000
+    batch_size: int = 256
+    n_epochs: int = 20
+    learning_rate: float = 1e-3
+    anneal_lr: bool = True
+    clip_range: float = 0.2
+    anneal_clip: bool = True
+    gamma: float = 0.98
+    gae_lambda: float = 0.8
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float | None = 0.5
+    normalize_advantage: bool = True
+    clip_range_vf: float | None = None
+    orthogonal_init: bool = True
+    target_kl: float | None = None
+    adam_eps: float = 1e-5
+    hidden: tuple[int, ...] = (64, 64)
+
+    def __post_init__(self):
+        for name in ("n_envs", "n_steps", "total_steps", "batch_size", "n_epochs"):
+            check.as_int(name, getattr(self, name), 1)
+        check.as_real("learning_rate", self.learning_rate, 0.0, low_open=True)
+        check.as_real("clip_range", self.clip_range, 0.0, 1.0, low_open=True, high_open=True)
+        check.as_real("gamma", self.gamma, 0.0, 1.0)
+        check.as_real("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check.as_real("ent_coef", self.ent_coef, 0.0)
+        check.as_real("vf_coef", self.vf_coef, 0.0)
+        for name in ("max_grad_norm", "clip_range_vf", "target_kl"):
+            if getattr(self, name) is not None:
+                check.as_real(name, getattr(self, name), 0.0, low_open=True)
+        check.as_real("adam_eps", self.adam_eps, 0.0, low_open=True)
+        for name in ("anneal_lr", "anneal_clip", "normalize_advantage", "orthogonal_init"):
+            check.as_bool(name, getattr(self, name))
+        if not isinstance(self.hidden, (tuple, list)) or len(self.hidden) == 0:
+            raise TypeError(f"hidden must be a non-empty tuple of layer widths such as (64, 64), "
+                            f"got {check.describe(self.hidden)}")
+        object.__setattr__(self, "hidden", tuple(check.as_int("hidden", n, 1) for n in self.hidden))
+        if self.batch_size > self.n_envs * self.n_steps:
+            raise ValueError(f"batch_size must be at most n_envs * n_steps = {self.n_envs * self.n_steps} "
+                             f"(the transitions of one update), got {self.batch_size}")
+
+
+@dataclass
+class PPOResult:
+    """What :func:`train_ppo` returns. The per-update arrays have one entry per update."""
+
+    policy: CategoricalMLP
+    value: ValueMLP
+    config: PPOConfig
+    seed: int
+    #: The return of every finished training episode, and the environment step at which it ended.
+    episode_returns: np.ndarray
+    episode_end_steps: np.ndarray
+    #: Per update: the k1 and k3 KL estimates between the collecting policy and the updated one
+    #: (measured on the whole batch after the update), the share of clipped samples (mean over the
+    #: minibatches), the mean entropy, the policy loss (minus the clipped surrogate) and the value
+    #: loss (means over the minibatches), the epochs run (fewer than n_epochs when target_kl stopped
+    #: them), the learning rate and the clip range used, and the environment steps at its end.
+    approx_kl_k1: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    approx_kl: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    clip_fractions: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    entropies: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    policy_losses: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    value_losses: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    epochs: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    learning_rates: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    clip_ranges: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    update_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    #: Greedy evaluations during training: the steps, and the returns (one row per evaluation).
+    eval_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    eval_returns: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    seconds: float = 0.0
+    #: Environment steps taken, over all copies (reset steps included, as Stable-Baselines3 counts).
+    env_steps: int = 0
+
+    @property
+    def steps_per_second(self) -> float:
+        """Environment steps per second of training (evaluations included)."""
+        return self.env_steps / self.seconds if self.seconds > 0 else float("nan")
+
+
+def config_dict(config: PPOConfig) -> dict:
+    """The fields of a :class:`PPOConfig` as a plain dict (for a results file)."""
+    if not isinstance(config, PPOConfig):
+        raise TypeError(f"config must be a PPOConfig, got {check.describe(config)}")
+    return asdict(config)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _checked_ppo_env(env_id) -> tuple[int, int]:
+    """``(obs_dim, n_actions)``; a Box action space gets its own message (continuous PPO is not here yet)."""
+    if isinstance(env_id, str):
+        try:
+            env = gym.make(env_id)
+        except gym.error.Error as err:
+            raise ValueError(f"env_id {env_id!r} is not a gymnasium environment ({err})") from None
+        action_space = env.action_space
+        env.close()
+        if isinstance(action_space, gym.spaces.Box):
+            raise ValueError(f"env_id {env_id!r} has continuous actions ({action_space}); train_ppo handles "
+                             f"Discrete actions only (a categorical policy), a Gaussian policy for Box "
+                             f"actions is not implemented yet")
+    return _checked_env(env_id)
+
+
+def train_ppo(env_id: str, config: PPOConfig = PPOConfig(), seed: int = 0, eval_every: int = 0,
+              eval_episodes: int = 10, threads: int | None = 1, description: str | None = None) -> PPOResult:
+    """Train an actor and a critic with PPO on the gymnasium environment ``env_id``; see :class:`PPOConfig`.
+
+    The environments are ``gym.make_vec(env_id, config.n_envs, "sync")``,
+    reset with ``seed`` (copy ``i`` gets ``seed + i``); the networks are drawn
+    from PyTorch's generator seeded with ``seed`` (restored afterwards), the
+    actions and the minibatch shuffles from NumPy generators seeded with
+    ``seed``, so a seed gives the same run. With ``eval_every > 0`` the greedy
+    policy plays ``eval_episodes`` episodes each time another ``eval_every``
+    environment steps have passed. Progress goes to the build log.
+
+    Accepted: ``env_id`` a registered id with a flat Box observation space and
+    Discrete actions (Box actions raise a ``ValueError``: not implemented);
+    ``config`` a :class:`PPOConfig`; ``seed`` an integer >= 0; ``eval_every``
+    an integer >= 0; ``eval_episodes`` a positive integer; ``threads``
+    ``None`` or a positive integer; ``description`` ``None`` or a string.
+    """
+    if not isinstance(config, PPOConfig):
+        raise TypeError(f"config must be a PPOConfig, got {check.describe(config)}")
+    seed = check.as_int("seed", seed, 0, 2**31 - 1)
+    eval_every = check.as_int("eval_every", eval_every, 0)
+    eval_episodes = check.as_int("eval_episodes", eval_episodes, 1)
+    if description is not None and not isinstance(description, str):
+        raise TypeError(f"description must be a string or None, got {check.describe(description)}")
+    obs_dim, n_actions = _checked_ppo_env(env_id)
+    with torch_threads(threads), flush_denormals(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _train_ppo(env_id, obs_dim, n_actions, config, seed, eval_every, eval_episodes,
+                          description or f"PPO on {env_id}, seed {seed}")
+
+
+def _networks(obs_dim, n_actions, c: PPOConfig):
+    if c.orthogonal_init:
+        return make_networks(obs_dim, n_actions, c.hidden)
+    return CategoricalMLP(obs_dim, n_actions, c.hidden), ValueMLP(obs_dim, c.hidden)
+
+
+def _train_ppo(env_id, obs_dim, n_actions, c: PPOConfig, seed, eval_every, eval_episodes,
+               description) -> PPOResult:
+    start_time = time.perf_counter()
+    N, T = c.n_envs, c.n_steps
+    policy, value = _networks(obs_dim, n_actions, c)
+    params = parameters(policy, value)
+    optimizer = torch.optim.Adam(params, lr=c.learning_rate, eps=c.adam_eps, foreach=True)
+    act = _numpy_actor(policy, np.random.default_rng(seed))
+    shuffle_rng = np.random.default_rng([seed, 1])
+    envs = gym.make_vec(env_id, num_envs=N, vectorization_mode="sync")
+
+    obs_buf = np.zeros((T + 1, N, obs_dim), np.float32)  # row T: after the last step
+    actions_buf = np.zeros((T, N), np.int64)
+    rewards_buf = np.zeros((T, N))
+    terminated_buf = np.zeros((T, N), bool)
+    truncated_buf = np.zeros((T, N), bool)
+    valid_buf = np.ones((T, N), bool)   # False on reset steps
+
+    returns, end_steps, stats, eval_steps, eval_returns = [], [], [], [], []
+    obs, _ = envs.reset(seed=seed)
+    resetting = np.zeros(N, bool)
+    running_return = np.zeros(N)
+    env_steps = 0
+    n_updates = -(-c.total_steps // (N * T))
+    for update in progress(range(n_updates), description):
+        for t in range(T):
+            obs_buf[t] = obs
+            actions = act(obs)
+            obs, rewards, terminated, truncated, _ = envs.step(actions)
+            env_steps += N
+            actions_buf[t], rewards_buf[t] = actions, rewards
+            terminated_buf[t], truncated_buf[t] = terminated, truncated
+            valid_buf[t] = ~resetting
+            running_return += rewards  # a reset step pays 0
+            resetting = terminated | truncated
+            for i in np.flatnonzero(resetting):
+                returns.append(running_return[i])
+                end_steps.append(env_steps)
+                running_return[i] = 0.0
+        obs_buf[T] = obs
+        frac = 1.0 - update / n_updates  # 1 on the first update, 1/n_updates on the last
+        lr = c.learning_rate * (frac if c.anneal_lr else 1.0)
+        clip = c.clip_range * (frac if c.anneal_clip else 1.0)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        stats.append((*_ppo_update(policy, value, params, optimizer, c, clip, shuffle_rng, obs_buf,
+                                   actions_buf, rewards_buf, terminated_buf, truncated_buf, valid_buf),
+                      lr, clip, env_steps))
+        if eval_every and env_steps // eval_every > len(eval_steps):
+            eval_steps.append(env_steps)
+            eval_seed = 10_000 + 1_000 * seed + len(eval_steps)
+            eval_returns.append(_evaluate(policy, env_id, eval_episodes, eval_seed, greedy=True))
+    envs.close()
+    columns = list(zip(*stats)) if stats else [()] * 11
+    k1, k3, clipped, entropy, policy_loss, value_loss, epochs, lrs, clips, steps = (
+        np.array(col) for col in columns[:10])
+    return PPOResult(
+        policy, value, c, seed, np.array(returns, dtype=float), np.array(end_steps, dtype=int),
+        approx_kl_k1=k1.astype(float), approx_kl=k3.astype(float), clip_fractions=clipped.astype(float),
+        entropies=entropy.astype(float), policy_losses=policy_loss.astype(float),
+        value_losses=value_loss.astype(float), epochs=epochs.astype(int), learning_rates=lrs.astype(float),
+        clip_ranges=clips.astype(float), update_steps=steps.astype(int),
+        eval_steps=np.array(eval_steps, dtype=int),
+        eval_returns=np.array(eval_returns, dtype=float).reshape(len(eval_steps), eval_episodes),
+        seconds=time.perf_counter() - start_time, env_steps=env_steps,
+    )
+
+
+def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_buf, actions_buf,
+                rewards_buf, terminated_buf, truncated_buf, valid_buf):
+    """``n_epochs`` passes of minibatch steps on the batch just collected.
+
+    Returns ``(k1, k3, clip fraction, entropy, policy loss, value loss, epochs run)``.
+    """
+    T, N = rewards_buf.shape
+    obs_all = torch.from_numpy(obs_buf.reshape((T + 1) * N, -1))
+    with torch.no_grad():
+        v_np = value(obs_all).view(T + 1, N).numpy().astype(np.float64)
+    advantages = _gae(rewards_buf, v_np[:-1], v_np[1:], terminated_buf, truncated_buf, c.gamma, c.gae_lambda)
+    targets = advantages + v_np[:-1]         # the lambda-returns
+
+    keep = valid_buf.ravel()                 # leave the reset steps out
+    obs = obs_all[:T * N][torch.from_numpy(keep)]
+    actions = torch.from_numpy(actions_buf.ravel()[keep])
+    adv = torch.from_numpy(advantages.ravel()[keep].astype(np.float32))
+    targets_t = torch.from_numpy(targets.ravel()[keep].astype(np.float32))
+    old_values = torch.from_numpy(v_np[:-1].ravel()[keep].astype(np.float32))
+    with torch.no_grad():                    # the collecting policy's log-probabilities: constants
+        old_log_probs = torch.log_softmax(policy(obs), dim=-1).gather(1, actions[:, None])[:, 0]
+
+    n, size = len(actions), c.batch_size
+    clipped, entropies, policy_losses, value_losses = [], [], [], []
+    epochs_run = 0
+    stop = False
+    for _ in range(c.n_epochs):
+        epochs_run += 1
+        order = torch.from_numpy(rng.permutation(n))
+        for start in range(0, n, size):
+            idx = order[start:start + size]
+            if len(idx) < 2 and n >= 2:      # a lone leftover sample: no minibatch statistics
+                continue
+            log_probs_all = torch.log_softmax(policy(obs[idx]), dim=-1)
+            new = log_probs_all.gather(1, actions[idx, None])[:, 0]
+            old = old_log_probs[idx]
+            mb_adv = adv[idx]
+            if c.normalize_advantage and len(mb_adv) > 1:
+                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+            policy_loss = -_clipped_surrogate(new, old, mb_adv, clip)
+            v = value(obs[idx])
+            if c.clip_range_vf is None:
+                value_loss = nn.functional.mse_loss(v, targets_t[idx])
+            else:
+                v_clipped = old_values[idx] + torch.clamp(v - old_values[idx], -c.clip_range_vf, c.clip_range_vf)
+                value_loss = torch.max((v - targets_t[idx]) ** 2, (v_clipped - targets_t[idx]) ** 2).mean()
+            entropy = -(log_probs_all.exp() * log_probs_all).sum(dim=-1).mean()
+            loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
+            with torch.no_grad():
+                log_ratio = new - old
+                clipped.append(((log_ratio.exp() - 1.0).abs() > clip).float().mean().item())
+                if c.target_kl is not None and \
+                        (torch.expm1(log_ratio) - log_ratio).mean().item() > 1.5 * c.target_kl:
+                    stop = True
+                    break
+            optimizer.zero_grad()
+            loss.backward()
+            if c.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(params, c.max_grad_norm, foreach=True)
+            optimizer.step()
+            entropies.append(entropy.item())
+            policy_losses.append(policy_loss.item())
+            value_losses.append(value_loss.item())
+        if stop:
+            break
+    with torch.no_grad():
+        new_all = torch.log_softmax(policy(obs), dim=-1).gather(1, actions[:, None])[:, 0]
+    kl = _approx_kl(new_all, old_log_probs)
+
+    def mean(xs):
+        return float(np.mean(xs)) if xs else math.nan
+
+    return (kl.k1, kl.k3, mean(clipped), mean(entropies), mean(policy_losses), mean(value_losses), epochs_run)
+
