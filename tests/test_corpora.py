@@ -131,11 +131,12 @@ def test_gold_score_prefers_what_it_says():
     assert gold_score(sad, sentiment_weight=-1.0) > gold_score(happy, sentiment_weight=-1.0)
 
 
-def test_one_megabyte_of_stories_is_fast():
+@pytest.mark.parametrize("name", C.CORPORA)
+def test_one_megabyte_of_text_is_fast(name):
     start = time.perf_counter()
-    text = corpus("stories", 1_000_000, 0)
+    text = corpus(name, 1_000_000, 0)
     seconds = time.perf_counter() - start
-    print(f"\n[corpora] 1 MB of stories in {seconds:.2f} s ({text.count(chr(10) * 2)} stories)")
+    print(f"\n[corpora] 1 MB of {name} in {seconds:.2f} s")
     assert len(text) == 1_000_000
 
 
@@ -162,6 +163,11 @@ def test_every_arithmetic_answer_is_right(digits, ops, terms, fixed):
 
 def _strip_zeros(expression: str) -> str:
     return re.sub(r"\b0+(\d)", r"\1", expression)
+
+
+def test_arithmetic_lists_are_prefixes_across_blocks():
+    long = arithmetic_problems(700, 4, digits=3, ops="+-")
+    assert arithmetic_problems(300, 4, digits=3, ops="+-") == long[:300]
 
 
 def test_fixed_width_format():

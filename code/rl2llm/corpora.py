@@ -424,9 +424,16 @@ def _iter_arithmetic(seed, digits=2, ops="+", *, terms=2, fixed_width=True) -> I
 def _arithmetic_stream(rng, digits, ops, terms, fixed_width) -> Iterator[Task]:
     width = _answer_width(digits, ops, terms)
     signed = "-" in ops
-    while True:
-        numbers = [int(x) for x in rng.integers(0, 10**digits, size=terms)]
-        chosen = [ops[int(i)] for i in rng.integers(len(ops), size=terms - 1)]
+    while True:  # in blocks of 256 problems (drawn the same whatever n is, so lists stay prefixes)
+        block_numbers = rng.integers(0, 10**digits, size=(256, terms)).tolist()
+        block_ops = rng.integers(len(ops), size=(256, terms - 1)).tolist()
+        yield from _arithmetic_block(block_numbers, block_ops, digits, ops, terms, fixed_width, width, signed)
+
+
+def _arithmetic_block(block_numbers, block_ops, digits, ops, terms, fixed_width, width, signed) -> Iterator[Task]:
+    params = {"ops": ops, "terms": terms, "fixed_width": fixed_width}
+    for numbers, op_indices in zip(block_numbers, block_ops):
+        chosen = [ops[i] for i in op_indices]
         value = _evaluate(numbers, chosen)
         if fixed_width:
             shown = [f"{x:0{digits}d}" for x in numbers]
@@ -434,7 +441,7 @@ def _arithmetic_stream(rng, digits, ops, terms, fixed_width) -> Iterator[Task]:
         else:
             shown, answer = [str(x) for x in numbers], str(value)
         prompt = shown[0] + "".join(op + x for op, x in zip(chosen, shown[1:])) + "="
-        yield Task("arithmetic", prompt, answer, digits, {"ops": ops, "terms": terms, "fixed_width": fixed_width})
+        yield Task("arithmetic", prompt, answer, digits, dict(params))
 
 
 def check_arithmetic(prompt: str, completion: str) -> bool:
