@@ -362,7 +362,8 @@ def _train_ppo(env_id, obs_dim, n_actions, c: PPOConfig, seed, eval_every, eval_
     N, T = c.n_envs, c.n_steps
     policy, value = _networks(obs_dim, n_actions, c)
     params = parameters(policy, value)
-    optimizer = torch.optim.Adam(params, lr=c.learning_rate, eps=c.adam_eps, foreach=True)
+    # fused: one kernel for all the tensors (a sixth faster per step than foreach on CartPole's networks)
+    optimizer = torch.optim.Adam(params, lr=c.learning_rate, eps=c.adam_eps, fused=True)
     act = _numpy_actor(policy, np.random.default_rng(seed))
     shuffle_rng = np.random.default_rng([seed, 1])
     envs = gym.make_vec(env_id, num_envs=N, vectorization_mode="sync")
@@ -424,6 +425,21 @@ def _train_ppo(env_id, obs_dim, n_actions, c: PPOConfig, seed, eval_every, eval_
     )
 
 
+def _functional(net: nn.Sequential):
+    """``net``'s forward pass as a plain function of its (live) parameters, without the module-call
+    overhead, which for networks this small is a good part of a minibatch step."""
+    layers = [(layer.weight, layer.bias) for layer in net if isinstance(layer, nn.Linear)]
+    hidden, (w_out, b_out) = layers[:-1], layers[-1]
+    linear = nn.functional.linear
+
+    def forward(x):
+        for w, b in hidden:
+            x = torch.tanh(linear(x, w, b))
+        return linear(x, w_out, b_out)
+
+    return forward
+
+
 def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_buf, actions_buf,
                 rewards_buf, terminated_buf, truncated_buf, valid_buf):
     """``n_epochs`` passes of minibatch steps on the batch just collected.
@@ -446,35 +462,48 @@ def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_b
     with torch.no_grad():                    # the collecting policy's log-probabilities: constants
         old_log_probs = torch.log_softmax(policy(obs), dim=-1).gather(1, actions[:, None])[:, 0]
 
+    policy_logits, value_net = _functional(policy.net), _functional(value.net)
     n, size = len(actions), c.batch_size
+    whole = size >= n                        # one minibatch per epoch: no shuffling or indexing needed
+    if whole and c.normalize_advantage and n > 1:   # then the minibatch is the batch: normalise once
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     clipped, entropies, policy_losses, value_losses = [], [], [], []
     epochs_run = 0
     stop = False
     for _ in range(c.n_epochs):
         epochs_run += 1
-        order = torch.from_numpy(rng.permutation(n))
+        order = None if whole else torch.from_numpy(rng.permutation(n))
         for start in range(0, n, size):
-            idx = order[start:start + size]
-            if len(idx) < 2 and n >= 2:      # a lone leftover sample: no minibatch statistics
-                continue
-            log_probs_all = torch.log_softmax(policy(obs[idx]), dim=-1)
-            new = log_probs_all.gather(1, actions[idx, None])[:, 0]
-            old = old_log_probs[idx]
-            mb_adv = adv[idx]
-            if c.normalize_advantage and len(mb_adv) > 1:
+            if whole:
+                mb_obs, mb_actions, old, mb_adv = obs, actions, old_log_probs, adv
+                mb_targets, mb_old_values = targets_t, old_values
+            else:
+                idx = order[start:start + size]
+                if len(idx) < 2:             # a lone leftover sample: no minibatch statistics
+                    continue
+                mb_obs, mb_actions, old, mb_adv = obs[idx], actions[idx], old_log_probs[idx], adv[idx]
+                mb_targets, mb_old_values = targets_t[idx], old_values[idx]
+            log_probs_all = torch.log_softmax(policy_logits(mb_obs), dim=-1)
+            new = log_probs_all.gather(1, mb_actions[:, None])[:, 0]
+            if c.normalize_advantage and not whole and len(mb_adv) > 1:
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
             policy_loss = -_clipped_surrogate(new, old, mb_adv, clip)
-            v = value(obs[idx])
+            v = value_net(mb_obs)[:, 0]
             if c.clip_range_vf is None:
-                value_loss = nn.functional.mse_loss(v, targets_t[idx])
+                value_loss = nn.functional.mse_loss(v, mb_targets)
             else:
-                v_clipped = old_values[idx] + torch.clamp(v - old_values[idx], -c.clip_range_vf, c.clip_range_vf)
-                value_loss = torch.max((v - targets_t[idx]) ** 2, (v_clipped - targets_t[idx]) ** 2).mean()
-            entropy = -(log_probs_all.exp() * log_probs_all).sum(dim=-1).mean()
-            loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
+                v_clipped = mb_old_values + torch.clamp(v - mb_old_values, -c.clip_range_vf, c.clip_range_vf)
+                value_loss = torch.max((v - mb_targets) ** 2, (v_clipped - mb_targets) ** 2).mean()
+            loss = policy_loss + c.vf_coef * value_loss
+            if c.ent_coef:
+                entropy = -(log_probs_all.exp() * log_probs_all).sum(dim=-1).mean()
+                loss = loss - c.ent_coef * entropy
+            else:                            # measured, not trained on
+                with torch.no_grad():
+                    entropy = -(log_probs_all.exp() * log_probs_all).sum(dim=-1).mean()
             with torch.no_grad():
                 log_ratio = new - old
-                clipped.append(((log_ratio.exp() - 1.0).abs() > clip).float().mean().item())
+                clipped.append(((log_ratio.exp() - 1.0).abs() > clip).float().mean())
                 if c.target_kl is not None and \
                         (torch.expm1(log_ratio) - log_ratio).mean().item() > 1.5 * c.target_kl:
                     stop = True
@@ -484,9 +513,9 @@ def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_b
             if c.max_grad_norm is not None:
                 nn.utils.clip_grad_norm_(params, c.max_grad_norm, foreach=True)
             optimizer.step()
-            entropies.append(entropy.item())
-            policy_losses.append(policy_loss.item())
-            value_losses.append(value_loss.item())
+            entropies.append(entropy.detach())
+            policy_losses.append(policy_loss.detach())
+            value_losses.append(value_loss.detach())
         if stop:
             break
     with torch.no_grad():
@@ -494,7 +523,7 @@ def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_b
     kl = _approx_kl(new_all, old_log_probs)
 
     def mean(xs):
-        return float(np.mean(xs)) if xs else math.nan
+        return torch.stack(xs).mean().item() if xs else math.nan
 
     return (kl.k1, kl.k3, mean(clipped), mean(entropies), mean(policy_losses), mean(value_losses), epochs_run)
 
