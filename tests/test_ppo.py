@@ -171,6 +171,13 @@ def test_bad_inputs_are_named():
         train_ppo("CartPole-v1", TINY, eval_episodes=0)
     with pytest.raises(TypeError, match="config"):
         config_dict(None)
+    with pytest.raises(ValueError, match="vectorization"):
+        train_ppo("CartPole-v1", TINY, vectorization="async-ish")
+
+
+def test_cartpoles_own_vectorised_environment_gives_the_same_bookkeeping():
+    r = train_ppo("CartPole-v1", TINY, seed=1, vectorization="vector_entry_point")
+    assert r.env_steps == 256 and r.approx_kl.shape == (4,) and np.all(np.isfinite(r.value_losses))
 
 
 # --------------------------------------------------------------------------- CartPole solved (slow)
@@ -181,7 +188,9 @@ def test_bad_inputs_are_named():
 def test_ppo_solves_cartpole_with_the_rl_zoo_settings(seed):
     """PPO with the default (RL Zoo) settings, 100k steps, reaches >= 475 mean return over 100 greedy episodes.
 
-    Measured when written: 500.0, 500.0, 491.0 for seeds 0, 1, 2 (about 15 s of training each on one thread).
+    Measured when written: 500.0 for each of seeds 0, 1, 2 (and 3, 4), every one of the 100 episodes at the
+    time limit; about 11-12 s of training each on one CPU thread (8,100-9,000 environment steps per second),
+    against 21.0 s for Stable-Baselines3 2.9.2's PPO with the same settings on the same machine.
     """
     r = train_ppo("CartPole-v1", PPOConfig(), seed=seed)
     returns = evaluate_policy(r.policy, "CartPole-v1", n_episodes=100, seed=1000)
