@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rl2llm.ppo import (KLEstimates, PPOConfig, PPOResult, approx_kl, clip_fraction, clipped_surrogate,
+from rl2llm.ppo import (PENDULUM, GaussianMLP, KLEstimates, PPOConfig, PPOResult, approx_kl, clip_fraction, clipped_surrogate,
                         config_dict, evaluate_policy, train_ppo)
 from rl2llm.trpo import categorical_kl
 
@@ -126,6 +126,24 @@ def test_the_switches_change_what_they_name():
         assert np.all(np.isfinite(result.value_losses)), change
 
 
+def test_the_gaussian_policy_gives_normal_log_densities():
+    torch.manual_seed(0)
+    policy = GaussianMLP(3, 2, (8,), log_std=-0.5)
+    obs, actions = torch.randn(5, 3), torch.randn(5, 2)
+    expected = torch.distributions.Normal(policy(obs), torch.exp(torch.tensor(-0.5))).log_prob(actions).sum(-1)
+    assert torch.allclose(policy.log_prob(obs, actions), expected, atol=1e-5)
+
+
+def test_continuous_actions_train_a_gaussian_policy():
+    tiny = PPOConfig(**{**config_dict(PENDULUM), "n_steps": 32, "batch_size": 32, "n_epochs": 2,
+                        "total_steps": 256, "hidden": (16,)})
+    r = train_ppo("Pendulum-v1", tiny, seed=0, eval_every=128, eval_episodes=2)
+    assert isinstance(r.policy, GaussianMLP) and r.approx_kl.shape == (2,)
+    assert np.all(r.approx_kl >= 0) and np.all(np.isfinite(r.entropies))
+    assert r.eval_returns.shape == (2, 2) and np.all(r.eval_returns < 0)   # Pendulum pays costs
+    assert evaluate_policy(r.policy, "Pendulum-v1", 3).shape == (3,)
+
+
 # --------------------------------------------------------------------------- bad inputs
 
 
@@ -161,8 +179,12 @@ def test_bad_inputs_are_named():
         PPOConfig(hidden=64)
     with pytest.raises(TypeError, match="config"):
         train_ppo("CartPole-v1", config={"n_envs": 8})
-    with pytest.raises(ValueError, match="continuous actions"):
-        train_ppo("Pendulum-v1", TINY)
+    with pytest.raises(TypeError, match="policy"):
+        evaluate_policy("a policy", "CartPole-v1")
+    with pytest.raises(ValueError, match="greedy"):
+        evaluate_policy(GaussianMLP(3, 1), "Pendulum-v1", greedy=False)
+    with pytest.raises(ValueError, match="actions"):
+        GaussianMLP(3, 1).log_prob(np.zeros((2, 3)), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="env_id"):
         train_ppo("NoSuchEnv-v0", TINY)
     with pytest.raises(ValueError, match="seed"):
@@ -195,3 +217,16 @@ def test_ppo_solves_cartpole_with_the_rl_zoo_settings(seed):
     r = train_ppo("CartPole-v1", PPOConfig(), seed=seed)
     returns = evaluate_policy(r.policy, "CartPole-v1", n_episodes=100, seed=1000)
     assert returns.mean() >= 475, f"seed {seed}: mean evaluation return {returns.mean():.1f} < 475"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ppo_learns_pendulum_with_the_rl_zoo_settings(seed):
+    """PPO with :data:`PENDULUM` (the RL Zoo's settings without gSDE), 100k steps, reaches >= -250 mean
+    return over 20 episodes with the mean action (random play scores about -1200).
+
+    Measured when written: -175.3 and -182.8 for seeds 0 and 1 (about 19 s of training each, one thread).
+    """
+    r = train_ppo("Pendulum-v1", PENDULUM, seed=seed)
+    returns = evaluate_policy(r.policy, "Pendulum-v1", n_episodes=20, seed=1000)
+    assert returns.mean() >= -250, f"seed {seed}: mean evaluation return {returns.mean():.1f} < -250"

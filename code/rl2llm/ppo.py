@@ -14,8 +14,10 @@ same code to language models, where an action is a token.
   :func:`clip_fraction` — the share of samples whose ratio was clipped. The
   two numbers to watch while PPO trains.
 * :class:`PPOConfig`, :func:`train_ppo` — PPO on a gymnasium environment with
-  Discrete actions. The defaults are the RL Zoo's CartPole-v1 settings; each
-  implementation detail Lecture 6 ablates has its own switch.
+  Discrete actions (a categorical policy) or continuous ones (a
+  :class:`GaussianMLP`). The defaults are the RL Zoo's CartPole-v1 settings,
+  :data:`PENDULUM` its Pendulum-v1 ones; each implementation detail Lecture 6
+  ablates has its own switch.
 
 The loop is Lecture 4's A2C loop (:mod:`rl2llm.actor_critic`): the same
 networks and orthogonal initialisation, the same synchronous vector
@@ -41,13 +43,14 @@ import torch
 from torch import nn
 
 from . import _validate as check
-from .actor_critic import _checked_env, _evaluate, _numpy_actor, evaluate_policy, make_networks, parameters
+from .actor_critic import _checked_env, _evaluate, _numpy_actor, make_networks, parameters
+from .actor_critic import evaluate_policy as _evaluate_categorical
 from .advantages import _gae
 from .dqn import flush_denormals, torch_threads
 from .policies import CategoricalMLP, ValueMLP
 
 __all__ = ["KLEstimates", "PPOConfig", "PPOResult", "approx_kl", "clip_fraction", "clipped_surrogate",
-           "config_dict", "evaluate_policy", "train_ppo"]
+           "config_dict", "evaluate_policy", "train_ppo", "GaussianMLP", "PENDULUM"]
 from .progress import progress
 
 # --------------------------------------------------------------------------- the objective and its monitors
@@ -257,7 +260,7 @@ class PPOConfig:
 class PPOResult:
     """What :func:`train_ppo` returns. The per-update arrays have one entry per update."""
 
-    policy: CategoricalMLP
+    policy: CategoricalMLP | GaussianMLP
     value: ValueMLP
     config: PPOConfig
     seed: int
@@ -299,23 +302,156 @@ def config_dict(config: PPOConfig) -> dict:
     return asdict(config)
 
 
+# --------------------------------------------------------------------------- continuous actions
+
+
+class GaussianMLP(nn.Module):
+    """A policy for continuous actions: a network gives the mean of a Gaussian, one learned log standard
+    deviation per action dimension (independent of the state) gives its width.
+
+    ``obs_dim``: the length of an observation; ``act_dim``: of an action;
+    ``hidden``: the widths of the hidden layers (tanh between them);
+    ``log_std``: the initial log standard deviation. Initialised as
+    :func:`rl2llm.actor_critic.make_networks` initialises the categorical
+    policy (orthogonal, gain 0.01 on the last layer) when ``orthogonal``.
+    The sample is what the log-probability is of; the environment receives it
+    clipped to its bounds (as Stable-Baselines3 does).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (64, 64), log_std: float = 0.0,
+                 orthogonal: bool = True):
+        super().__init__()
+        obs_dim = check.as_int("obs_dim", obs_dim, 1)
+        act_dim = check.as_int("act_dim", act_dim, 1)
+        self.mean_net = CategoricalMLP(obs_dim, act_dim, hidden).net   # the same tanh MLP, act_dim outputs
+        if check.as_bool("orthogonal", orthogonal):
+            linears = [layer for layer in self.mean_net if isinstance(layer, nn.Linear)]
+            for i, layer in enumerate(linears):
+                nn.init.orthogonal_(layer.weight, gain=0.01 if i == len(linears) - 1 else math.sqrt(2))
+                nn.init.zeros_(layer.bias)
+        self.log_std = nn.Parameter(torch.full((act_dim,), check.as_real("log_std", log_std)))
+        self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(hidden)
+        self.net = self.mean_net    # for code that reads a policy's layers
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """The means, shape ``(n, act_dim)``, for a float tensor of observations ``(n, obs_dim)``."""
+        return self.mean_net(observations)
+
+    def log_prob(self, observations, actions) -> torch.Tensor:
+        """``log pi(a | s)`` (the density, summed over action dimensions), shape ``(n,)``."""
+        obs = CategoricalMLP._as_tensor(self, observations)
+        actions = torch.as_tensor(check.as_finite_array("actions", actions.detach().numpy() if isinstance(
+            actions, torch.Tensor) else actions, (obs.shape[0], self.act_dim), "(n, act_dim)"), dtype=torch.float32)
+        return _gaussian_log_prob(self.forward(obs), self.log_std, actions)
+
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _gaussian_log_prob(mean, log_std, actions):
+    return (-0.5 * ((actions - mean) / log_std.exp()) ** 2 - log_std - 0.5 * _LOG_2PI).sum(dim=-1)
+
+
+def _gaussian_entropy(log_std, n):
+    return (log_std + 0.5 * (1.0 + _LOG_2PI)).sum().expand(n)
+
+
+#: The RL Zoo's PPO settings for Pendulum-v1, without its state-dependent exploration (gSDE), which
+#: is not implemented here: 4 copies, 1024 steps each, minibatches of 64, 10 epochs, no annealing.
+PENDULUM = PPOConfig(n_envs=4, n_steps=1024, batch_size=64, n_epochs=10, gamma=0.9, gae_lambda=0.95,
+                     learning_rate=1e-3, anneal_lr=False, clip_range=0.2, anneal_clip=False, ent_coef=0.0,
+                     total_steps=100_000)
+
+
+def _gaussian_actor(policy: GaussianMLP, rng: np.random.Generator):
+    """``act(obs) -> actions`` sampled from ``policy`` in NumPy (views of the live parameters)."""
+    layers = [(layer.weight.detach().numpy().T, layer.bias.detach().numpy())
+              for layer in policy.mean_net if isinstance(layer, nn.Linear)]
+    hidden, (w_out, b_out) = layers[:-1], layers[-1]
+    log_std = policy.log_std.detach().numpy()
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        x = obs
+        for w, b in hidden:
+            x = np.tanh(x @ w + b)
+        mean = x @ w_out + b_out
+        return (mean + np.exp(log_std) * rng.standard_normal(mean.shape)).astype(np.float32)
+
+    return act
+
+
+def _evaluate_gaussian(policy: GaussianMLP, env_id, n_episodes, seed, low, high) -> np.ndarray:
+    """Returns of ``n_episodes`` episodes played with the mean action, in lockstep."""
+    envs = [gym.make(env_id) for _ in range(n_episodes)]
+    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+    returns = np.zeros(n_episodes)
+    running = np.ones(n_episodes, dtype=bool)
+    while running.any():
+        live = np.flatnonzero(running)
+        with torch.no_grad():
+            actions = np.clip(policy(torch.from_numpy(obs[live])).numpy(), low, high)
+        for i, action in zip(live, actions):
+            o, reward, terminated, truncated, _ = envs[i].step(action)
+            returns[i] += reward
+            obs[i] = o
+            if terminated or truncated:
+                running[i] = False
+    for env in envs:
+        env.close()
+    return returns
+
+
+def evaluate_policy(policy, env_id: str, n_episodes: int = 100, seed: int = 0, greedy: bool = True) -> np.ndarray:
+    """The returns of ``n_episodes`` episodes of ``policy`` on ``env_id``.
+
+    A :class:`rl2llm.policies.CategoricalMLP` is evaluated by
+    :func:`rl2llm.actor_critic.evaluate_policy` (``greedy`` as there); a
+    :class:`GaussianMLP` plays its mean action, clipped to the bounds
+    (``greedy`` must be True). Episode ``i`` starts from
+    ``env.reset(seed=seed + i)``. ``n_episodes`` a positive integer, ``seed``
+    an integer >= 0.
+    """
+    if isinstance(policy, CategoricalMLP):
+        return _evaluate_categorical(policy, env_id, n_episodes, seed, greedy)
+    if not isinstance(policy, GaussianMLP):
+        raise TypeError(f"policy must be a CategoricalMLP or a GaussianMLP, got {check.describe(policy)}")
+    if not check.as_bool("greedy", greedy):
+        raise ValueError("greedy must be True for a GaussianMLP: it is evaluated with its mean action")
+    space = _checked_ppo_env(env_id)
+    if space.discrete or (space.obs_dim, space.act_dim) != (policy.obs_dim, policy.act_dim):
+        raise ValueError(f"policy takes {policy.obs_dim} numbers and returns {policy.act_dim}; {env_id} does not fit")
+    return _evaluate_gaussian(policy, env_id, check.as_int("n_episodes", n_episodes, 1),
+                              check.as_int("seed", seed, 0), space.low, space.high)
+
+
 # --------------------------------------------------------------------------- training
 
 
-def _checked_ppo_env(env_id) -> tuple[int, int]:
-    """``(obs_dim, n_actions)``; a Box action space gets its own message (continuous PPO is not here yet)."""
+class _Spaces(NamedTuple):
+    obs_dim: int
+    act_dim: int          # the number of actions (Discrete) or the length of an action (Box)
+    discrete: bool
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+
+def _checked_ppo_env(env_id) -> _Spaces:
+    """The spaces of ``env_id``: a flat Box observation, and Discrete actions or flat, bounded Box ones."""
     if isinstance(env_id, str):
         try:
             env = gym.make(env_id)
         except gym.error.Error as err:
             raise ValueError(f"env_id {env_id!r} is not a gymnasium environment ({err})") from None
-        action_space = env.action_space
+        obs_space, action_space = env.observation_space, env.action_space
         env.close()
         if isinstance(action_space, gym.spaces.Box):
-            raise ValueError(f"env_id {env_id!r} has continuous actions ({action_space}); train_ppo handles "
-                             f"Discrete actions only (a categorical policy), a Gaussian policy for Box "
-                             f"actions is not implemented yet")
-    return _checked_env(env_id)
+            if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1 \
+                    or len(action_space.shape) != 1 or not action_space.is_bounded():
+                raise ValueError(f"env_id {env_id!r} must have a flat Box observation space and flat, bounded "
+                                 f"Box actions; it has {obs_space} and {action_space}")
+            return _Spaces(obs_space.shape[0], action_space.shape[0], False,
+                           action_space.low.astype(np.float32), action_space.high.astype(np.float32))
+    return _Spaces(*_checked_env(env_id), True)
 
 
 def train_ppo(env_id: str, config: PPOConfig = PPOConfig(), seed: int = 0, eval_every: int = 0,
@@ -336,8 +472,12 @@ def train_ppo(env_id: str, config: PPOConfig = PPOConfig(), seed: int = 0, eval_
     automatic reset, several times fewer seconds per step; its random
     initial states differ from the sync copies', so the runs do too).
 
+    Discrete actions get a categorical policy (:class:`rl2llm.policies.CategoricalMLP`),
+    flat bounded Box actions a :class:`GaussianMLP`, whose samples reach the
+    environment clipped to its bounds.
+
     Accepted: ``env_id`` a registered id with a flat Box observation space and
-    Discrete actions (Box actions raise a ``ValueError``: not implemented);
+    Discrete or flat bounded Box actions;
     ``config`` a :class:`PPOConfig`; ``seed`` an integer >= 0; ``eval_every``
     an integer >= 0; ``eval_episodes`` a positive integer; ``threads``
     ``None`` or a positive integer; ``description`` ``None`` or a string;
@@ -352,28 +492,35 @@ def train_ppo(env_id: str, config: PPOConfig = PPOConfig(), seed: int = 0, eval_
         raise TypeError(f"description must be a string or None, got {check.describe(description)}")
     if vectorization not in ("sync", "vector_entry_point"):
         raise ValueError(f"vectorization must be 'sync' or 'vector_entry_point', got {vectorization!r}")
-    obs_dim, n_actions = _checked_ppo_env(env_id)
+    spaces = _checked_ppo_env(env_id)
     with torch_threads(threads), flush_denormals(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _train_ppo(env_id, obs_dim, n_actions, config, seed, eval_every, eval_episodes,
+        return _train_ppo(env_id, spaces, config, seed, eval_every, eval_episodes,
                           description or f"PPO on {env_id}, seed {seed}", vectorization)
 
 
-def _networks(obs_dim, n_actions, c: PPOConfig):
+def _networks(spaces: _Spaces, c: PPOConfig):
+    obs_dim, n_actions = spaces.obs_dim, spaces.act_dim
+    if not spaces.discrete:
+        value = ValueMLP(obs_dim, c.hidden)
+        if c.orthogonal_init:
+            value = make_networks(obs_dim, 1, c.hidden)[1]
+        return GaussianMLP(obs_dim, n_actions, c.hidden, orthogonal=c.orthogonal_init), value
     if c.orthogonal_init:
         return make_networks(obs_dim, n_actions, c.hidden)
     return CategoricalMLP(obs_dim, n_actions, c.hidden), ValueMLP(obs_dim, c.hidden)
 
 
-def _train_ppo(env_id, obs_dim, n_actions, c: PPOConfig, seed, eval_every, eval_episodes,
+def _train_ppo(env_id, spaces: _Spaces, c: PPOConfig, seed, eval_every, eval_episodes,
                description, vectorization="sync") -> PPOResult:
     start_time = time.perf_counter()
     N, T = c.n_envs, c.n_steps
-    policy, value = _networks(obs_dim, n_actions, c)
+    obs_dim = spaces.obs_dim
+    policy, value = _networks(spaces, c)
     params = parameters(policy, value)
     # fused: one kernel for all the tensors (a sixth faster per step than foreach on CartPole's networks)
     optimizer = torch.optim.Adam(params, lr=c.learning_rate, eps=c.adam_eps, fused=True)
-    act = _numpy_actor(policy, np.random.default_rng(seed))
+    act = (_numpy_actor if spaces.discrete else _gaussian_actor)(policy, np.random.default_rng(seed))
     shuffle_rng = np.random.default_rng([seed, 1])
     try:
         envs = gym.make_vec(env_id, num_envs=N, vectorization_mode=vectorization)
@@ -381,7 +528,7 @@ def _train_ppo(env_id, obs_dim, n_actions, c: PPOConfig, seed, eval_every, eval_
         raise ValueError(f"vectorization={vectorization!r} is not available for {env_id!r} ({err})") from None
 
     obs_buf = np.zeros((T + 1, N, obs_dim), np.float32)  # row T: after the last step
-    actions_buf = np.zeros((T, N), np.int64)
+    actions_buf = np.zeros((T, N), np.int64) if spaces.discrete else np.zeros((T, N, spaces.act_dim), np.float32)
     rewards_buf = np.zeros((T, N))
     terminated_buf = np.zeros((T, N), bool)
     truncated_buf = np.zeros((T, N), bool)
@@ -397,7 +544,8 @@ def _train_ppo(env_id, obs_dim, n_actions, c: PPOConfig, seed, eval_every, eval_
         for t in range(T):
             obs_buf[t] = obs
             actions = act(obs)
-            obs, rewards, terminated, truncated, _ = envs.step(actions)
+            obs, rewards, terminated, truncated, _ = envs.step(
+                actions if spaces.discrete else np.clip(actions, spaces.low, spaces.high))
             env_steps += N
             actions_buf[t], rewards_buf[t] = actions, rewards
             terminated_buf[t], truncated_buf[t] = terminated, truncated
@@ -420,7 +568,9 @@ def _train_ppo(env_id, obs_dim, n_actions, c: PPOConfig, seed, eval_every, eval_
         if eval_every and env_steps // eval_every > len(eval_steps):
             eval_steps.append(env_steps)
             eval_seed = 10_000 + 1_000 * seed + len(eval_steps)
-            eval_returns.append(_evaluate(policy, env_id, eval_episodes, eval_seed, greedy=True))
+            eval_returns.append(
+                _evaluate(policy, env_id, eval_episodes, eval_seed, greedy=True) if spaces.discrete else
+                _evaluate_gaussian(policy, env_id, eval_episodes, eval_seed, spaces.low, spaces.high))
     envs.close()
     columns = list(zip(*stats)) if stats else [()] * 11
     k1, k3, clipped, entropy, policy_loss, value_loss, epochs, lrs, clips, steps = (
@@ -452,6 +602,28 @@ def _functional(net: nn.Sequential):
     return forward
 
 
+def _log_prob_entropy(policy):
+    """``f(obs, actions) -> (log pi(a | s) per row, a function giving the mean entropy)`` for ``policy``.
+
+    The only place the update looks inside the policy: a categorical one
+    (a softmax over actions, over a vocabulary in Part IV) or a Gaussian one.
+    """
+    if isinstance(policy, GaussianMLP):
+        mean_of, log_std = _functional(policy.mean_net), policy.log_std
+
+        def gaussian(obs, actions):
+            return (_gaussian_log_prob(mean_of(obs), log_std, actions),
+                    lambda: _gaussian_entropy(log_std, len(obs)).mean())
+        return gaussian
+    logits_of = _functional(policy.net)
+
+    def categorical(obs, actions):
+        log_probs_all = torch.log_softmax(logits_of(obs), dim=-1)
+        return (log_probs_all.gather(1, actions[:, None])[:, 0],
+                lambda: -(log_probs_all.exp() * log_probs_all).sum(dim=-1).mean())
+    return categorical
+
+
 def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_buf, actions_buf,
                 rewards_buf, terminated_buf, truncated_buf, valid_buf):
     """``n_epochs`` passes of minibatch steps on the batch just collected.
@@ -467,14 +639,15 @@ def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_b
 
     keep = valid_buf.ravel()                 # leave the reset steps out
     obs = obs_all[:T * N][torch.from_numpy(keep)]
-    actions = torch.from_numpy(actions_buf.ravel()[keep])
+    actions = torch.from_numpy(actions_buf.reshape(T * N, *actions_buf.shape[2:])[keep])
     adv = torch.from_numpy(advantages.ravel()[keep].astype(np.float32))
     targets_t = torch.from_numpy(targets.ravel()[keep].astype(np.float32))
     old_values = torch.from_numpy(v_np[:-1].ravel()[keep].astype(np.float32))
+    log_prob_entropy = _log_prob_entropy(policy)
     with torch.no_grad():                    # the collecting policy's log-probabilities: constants
-        old_log_probs = torch.log_softmax(policy(obs), dim=-1).gather(1, actions[:, None])[:, 0]
+        old_log_probs = log_prob_entropy(obs, actions)[0]
 
-    policy_logits, value_net = _functional(policy.net), _functional(value.net)
+    value_net = _functional(value.net)
     n, size = len(actions), c.batch_size
     whole = size >= n                        # one minibatch per epoch: no shuffling or indexing needed
     if whole and c.normalize_advantage and n > 1:   # then the minibatch is the batch: normalise once
@@ -495,8 +668,7 @@ def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_b
                     continue
                 mb_obs, mb_actions, old, mb_adv = obs[idx], actions[idx], old_log_probs[idx], adv[idx]
                 mb_targets, mb_old_values = targets_t[idx], old_values[idx]
-            log_probs_all = torch.log_softmax(policy_logits(mb_obs), dim=-1)
-            new = log_probs_all.gather(1, mb_actions[:, None])[:, 0]
+            new, entropy_of = log_prob_entropy(mb_obs, mb_actions)
             if c.normalize_advantage and not whole and len(mb_adv) > 1:
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
             policy_loss = -_clipped_surrogate(new, old, mb_adv, clip)
@@ -508,11 +680,11 @@ def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_b
                 value_loss = torch.max((v - mb_targets) ** 2, (v_clipped - mb_targets) ** 2).mean()
             loss = policy_loss + c.vf_coef * value_loss
             if c.ent_coef:
-                entropy = -(log_probs_all.exp() * log_probs_all).sum(dim=-1).mean()
+                entropy = entropy_of()
                 loss = loss - c.ent_coef * entropy
             else:                            # measured, not trained on
                 with torch.no_grad():
-                    entropy = -(log_probs_all.exp() * log_probs_all).sum(dim=-1).mean()
+                    entropy = entropy_of()
             with torch.no_grad():
                 log_ratio = new - old
                 clipped.append(((log_ratio.exp() - 1.0).abs() > clip).float().mean())
@@ -531,7 +703,7 @@ def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_b
         if stop:
             break
     with torch.no_grad():
-        new_all = torch.log_softmax(policy(obs), dim=-1).gather(1, actions[:, None])[:, 0]
+        new_all = log_prob_entropy(obs, actions)[0]
     kl = _approx_kl(new_all, old_log_probs)
 
     def mean(xs):
