@@ -323,15 +323,15 @@ class GaussianMLP(nn.Module):
         super().__init__()
         obs_dim = check.as_int("obs_dim", obs_dim, 1)
         act_dim = check.as_int("act_dim", act_dim, 1)
-        self.mean_net = CategoricalMLP(obs_dim, act_dim, hidden).net   # the same tanh MLP, act_dim outputs
+        body = CategoricalMLP(obs_dim, act_dim, hidden)   # the same tanh MLP, act_dim outputs
+        self.mean_net = body.net
         if check.as_bool("orthogonal", orthogonal):
             linears = [layer for layer in self.mean_net if isinstance(layer, nn.Linear)]
             for i, layer in enumerate(linears):
                 nn.init.orthogonal_(layer.weight, gain=0.01 if i == len(linears) - 1 else math.sqrt(2))
                 nn.init.zeros_(layer.bias)
         self.log_std = nn.Parameter(torch.full((act_dim,), check.as_real("log_std", log_std)))
-        self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(hidden)
-        self.net = self.mean_net    # for code that reads a policy's layers
+        self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, body.hidden
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         """The means, shape ``(n, act_dim)``, for a float tensor of observations ``(n, obs_dim)``."""
