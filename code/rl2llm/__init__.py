@@ -12,6 +12,8 @@ One module per idea; each module's docstring names the lecture that uses it.
 * :mod:`rl2llm.advantages` — TD errors, n-step returns, GAE(lambda) with termination and truncation (Lecture 4)
 * :mod:`rl2llm.actor_critic` — A2C on gymnasium's vector environments, shared or separate networks (Lecture 4)
 * :mod:`rl2llm.trpo` — conjugate gradient, Fisher-vector products, KL line search, TRPO (Lecture 5)
+* :mod:`rl2llm.ppo` — PPO with switches for each implementation detail, discrete and Gaussian policies (Lecture 6, planned)
+* :mod:`rl2llm.corpora` — generated stories, arithmetic and code tasks with their checks (Parts III and IV, planned)
 * :mod:`rl2llm.exercises` — checkers for the exercises a reader solves in code
 * :mod:`rl2llm.plotting` — the book's figure style and shared plots
 * :mod:`rl2llm.seeding` — the one seeding helper
