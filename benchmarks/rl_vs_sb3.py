@@ -71,7 +71,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -81,6 +80,8 @@ from _provenance import load_average, provenance  # noqa: E402  (a sibling modul
 with contextlib.redirect_stderr(io.StringIO()):  # SB3 imports the old gym if present; it prints a notice
     import stable_baselines3 as sb3
     from stable_baselines3.common.logger import Logger
+
+from rl2llm.rollouts import play_episodes  # noqa: E402
 
 #: SB3's logger with no output (verbose=0 prints nothing anyway; this one does not create a folder in /tmp)
 QUIET = Logger(folder=None, output_formats=[])
@@ -226,21 +227,7 @@ ALGORITHMS = {
 
 def evaluate(act: Act, env_id: str, n_episodes: int, seed: int = EVAL_SEED) -> np.ndarray:
     """Each episode's return when ``act`` plays ``n_episodes`` episodes in lockstep (episode i: reset(seed + i))."""
-    envs = [gym.make(env_id) for _ in range(n_episodes)]
-    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
-    returns = np.zeros(n_episodes)
-    running = np.ones(n_episodes, dtype=bool)
-    while running.any():
-        live = np.flatnonzero(running)
-        actions = np.asarray(act(obs[live])).reshape(len(live))
-        for i, action in zip(live, actions):
-            o, reward, terminated, truncated, _ = envs[i].step(int(action))
-            returns[i] += reward
-            obs[i] = o
-            running[i] = not (terminated or truncated)
-    for env in envs:
-        env.close()
-    return returns
+    return play_episodes(lambda obs: np.asarray(act(obs)).reshape(len(obs)), env_id, n_episodes, seed)
 
 
 # --------------------------------------------------------------------------- running

@@ -609,3 +609,28 @@ BAD_INPUT = [
 def test_bad_input_gets_a_clear_error(call, error, name):
     with pytest.raises(error, match=name.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
         call()
+
+
+def test_play_episodes_returns_one_return_per_copy_and_follows_the_actions():
+    from rl2llm.rollouts import play_episodes
+    left = play_episodes(lambda obs: np.zeros(len(obs), dtype=int), "CartPole-v1", 5, seed=3)
+    assert left.shape == (5,) and np.all((left >= 8) & (left < 30))  # always pushing left falls fast
+    assert np.array_equal(left, play_episodes(lambda obs: np.zeros(len(obs), dtype=int), "CartPole-v1", 5, seed=3))
+    # a policy that balances (push towards the pole's lean) lasts far longer than pushing one way
+    lean = play_episodes(lambda obs: (obs[:, 2] + obs[:, 3] > 0).astype(int), "CartPole-v1", 5, seed=3)
+    assert lean.mean() > 5 * left.mean()
+    # continuous actions pass through as rows
+    pendulum = play_episodes(lambda obs: np.zeros((len(obs), 1), dtype=np.float32), "Pendulum-v1", 2, seed=0)
+    assert pendulum.shape == (2,) and np.all(pendulum < 0)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda f: f(None, "CartPole-v1", 2), TypeError, "act"),
+    (lambda f: f(lambda o: o[:, 0].astype(int), 3, 2), TypeError, "env_id"),
+    (lambda f: f(lambda o: o[:, 0].astype(int), "CartPole-v1", 0), ValueError, "n_episodes"),
+    (lambda f: f(lambda o: np.zeros(1, int), "CartPole-v1", 3), ValueError, "act returned 1 actions"),
+])
+def test_play_episodes_names_bad_arguments(call, error, match):
+    from rl2llm.rollouts import play_episodes
+    with pytest.raises(error, match=match):
+        call(play_episodes)

@@ -45,6 +45,7 @@ from .advantages import _gae
 from .dqn import torch_threads
 from .policies import CategoricalMLP, ValueMLP
 from .progress import progress
+from .rollouts import play_episodes
 
 
 @dataclass(frozen=True)
@@ -379,27 +380,15 @@ def evaluate_policy(policy: CategoricalMLP, env_id: str, n_episodes: int = 100, 
 
 def _evaluate(policy, env_id, n_episodes, seed, greedy) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    envs = [gym.make(env_id) for _ in range(n_episodes)]
-    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
-    returns = np.zeros(n_episodes)
-    running = np.ones(n_episodes, dtype=bool)
-    while running.any():
-        live = np.flatnonzero(running)
+
+    def act(obs):
         with torch.no_grad():
-            logits = policy(torch.from_numpy(obs[live])).numpy()
+            logits = policy(torch.from_numpy(obs)).numpy()
         if greedy:
-            actions = logits.argmax(axis=1)
-        else:
-            z = np.exp(logits - logits.max(axis=1, keepdims=True))
-            u = rng.random((len(live), 1))
-            actions = np.minimum((np.cumsum(z / z.sum(axis=1, keepdims=True), axis=1) < u).sum(axis=1),
-                                 policy.n_actions - 1)
-        for i, action in zip(live, actions):
-            o, reward, terminated, truncated, _ = envs[i].step(int(action))
-            returns[i] += reward
-            obs[i] = o
-            if terminated or truncated:
-                running[i] = False
-    for env in envs:
-        env.close()
-    return returns
+            return logits.argmax(axis=1)
+        z = np.exp(logits - logits.max(axis=1, keepdims=True))
+        u = rng.random((len(obs), 1))
+        return np.minimum((np.cumsum(z / z.sum(axis=1, keepdims=True), axis=1) < u).sum(axis=1),
+                          policy.n_actions - 1)
+
+    return play_episodes(act, env_id, n_episodes, seed)

@@ -39,6 +39,7 @@ from torch import nn
 
 from . import _validate as check
 from .progress import progress
+from .rollouts import play_episodes
 from .td import linear_schedule
 
 # --------------------------------------------------------------------------- replay
@@ -702,25 +703,14 @@ def evaluate_q_network(q_network: QNetwork, env_id: str, n_episodes: int = 100, 
 
 def _evaluate(q_network, env_id, n_episodes, seed, epsilon) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    envs = [gym.make(env_id) for _ in range(n_episodes)]
-    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
-    returns = np.zeros(n_episodes)
-    running = np.ones(n_episodes, dtype=bool)
-    while running.any():
-        live = np.flatnonzero(running)
+
+    def act(obs):
         with torch.no_grad():
-            actions = q_network(torch.from_numpy(obs[live])).argmax(dim=1).numpy()
-        explore = rng.random(len(live)) < epsilon
-        actions = np.where(explore, rng.integers(q_network.n_actions, size=len(live)), actions)
-        for i, action in zip(live, actions):
-            o, reward, terminated, truncated, _ = envs[i].step(int(action))
-            returns[i] += reward
-            obs[i] = o
-            if terminated or truncated:
-                running[i] = False
-    for env in envs:
-        env.close()
-    return returns
+            actions = q_network(torch.from_numpy(obs)).argmax(dim=1).numpy()
+        explore = rng.random(len(obs)) < epsilon
+        return np.where(explore, rng.integers(q_network.n_actions, size=len(obs)), actions)
+
+    return play_episodes(act, env_id, n_episodes, seed)
 
 
 def config_dict(config: DQNConfig) -> dict:

@@ -48,10 +48,11 @@ from .actor_critic import evaluate_policy as _evaluate_categorical
 from .advantages import _gae
 from .dqn import flush_denormals, torch_threads
 from .policies import CategoricalMLP, ValueMLP
+from .progress import progress
+from .rollouts import play_episodes
 
 __all__ = ["KLEstimates", "PPOConfig", "PPOResult", "approx_kl", "clip_fraction", "clipped_surrogate",
            "config_dict", "evaluate_policy", "train_ppo", "GaussianMLP", "PENDULUM"]
-from .progress import progress
 
 # --------------------------------------------------------------------------- the objective and its monitors
 
@@ -382,23 +383,11 @@ def _gaussian_actor(policy: GaussianMLP, rng: np.random.Generator):
 
 def _evaluate_gaussian(policy: GaussianMLP, env_id, n_episodes, seed, low, high) -> np.ndarray:
     """Returns of ``n_episodes`` episodes played with the mean action, in lockstep."""
-    envs = [gym.make(env_id) for _ in range(n_episodes)]
-    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
-    returns = np.zeros(n_episodes)
-    running = np.ones(n_episodes, dtype=bool)
-    while running.any():
-        live = np.flatnonzero(running)
+    def act(obs):
         with torch.no_grad():
-            actions = np.clip(policy(torch.from_numpy(obs[live])).numpy(), low, high)
-        for i, action in zip(live, actions):
-            o, reward, terminated, truncated, _ = envs[i].step(action)
-            returns[i] += reward
-            obs[i] = o
-            if terminated or truncated:
-                running[i] = False
-    for env in envs:
-        env.close()
-    return returns
+            return np.clip(policy(torch.from_numpy(obs)).numpy(), low, high)
+
+    return play_episodes(act, env_id, n_episodes, seed)
 
 
 def evaluate_policy(policy, env_id: str, n_episodes: int = 100, seed: int = 0, greedy: bool = True) -> np.ndarray:

@@ -17,6 +17,9 @@ with ``terminated | truncated``.
 
 * :func:`collect_episodes` runs a policy in a gymnasium environment (one
   environment, or a vector of them) for whole episodes.
+* :func:`play_episodes` plays one evaluation episode on each of many copies of
+  an environment in lockstep and returns their returns (the evaluations of
+  Lectures 3 to 6 and of the benchmarks).
 * :func:`reward_to_go` sums the (discounted) reward still to come from each
   step to the end of its episode.
 * :func:`sample_episodes` samples whole episodes of a known
@@ -261,6 +264,40 @@ def collect_episodes(env, policy, n_episodes: int, seed: int | None = None,
     data["terminated"] = data["terminated"].astype(bool)
     data["truncated"] = data["truncated"].astype(bool)
     return Rollout(**data)
+
+
+def play_episodes(act, env_id: str, n_episodes: int, seed: int = 0) -> np.ndarray:
+    """Each episode's return when ``act`` plays one episode on each of ``n_episodes`` copies of ``env_id``.
+
+    The copies run in lockstep: copy ``i`` is reset with ``seed + i``, and at every step
+    ``act(observations)`` receives the float32 observations of the copies still running,
+    shape ``(n_live, obs_dim)``, and returns one action per row (whole numbers for discrete
+    actions, rows of numbers for continuous ones). Asking the network once per step for all
+    copies is what makes a 100-episode evaluation cheap.
+    """
+    if not callable(act):
+        raise TypeError(f"act must be a function from observations to actions, got {check.describe(act)}")
+    if not isinstance(env_id, str):
+        raise TypeError(f"env_id must be the id of a gymnasium environment, got {check.describe(env_id)}")
+    n_episodes = check.as_int("n_episodes", n_episodes, 1)
+    seed = check.as_int("seed", seed, 0)
+    envs = [gym.make(env_id) for _ in range(n_episodes)]
+    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+    returns = np.zeros(n_episodes)
+    running = np.ones(n_episodes, dtype=bool)
+    while running.any():
+        live = np.flatnonzero(running)
+        actions = np.asarray(act(obs[live]))
+        if len(actions) != len(live):
+            raise ValueError(f"act returned {len(actions)} actions for {len(live)} observations")
+        for i, action in zip(live, actions):
+            o, reward, terminated, truncated, _ = envs[i].step(action.item() if action.ndim == 0 else action)
+            returns[i] += reward
+            obs[i] = o
+            running[i] = not (terminated or truncated)
+    for env in envs:
+        env.close()
+    return returns
 
 
 def check_policy(name: str, policy) -> None:
