@@ -234,40 +234,16 @@ def _train_a2c(env_id, obs_dim, n_actions, c: A2CConfig, seed, eval_every,
         "max_episode_steps": c.max_episode_steps}
     envs = gym.make_vec(env_id, num_envs=N, vectorization_mode="sync", **extra)
 
-    obs_buf = np.zeros((T + 1, N, obs_dim), np.float32)  # row T: after the last step
-    actions_buf = np.zeros((T, N), np.int64)
-    rewards_buf = np.zeros((T, N))
-    terminated_buf = np.zeros((T, N), bool)
-    truncated_buf = np.zeros((T, N), bool)
-    valid_buf = np.ones((T, N), bool)   # False on reset steps
-    batch = (obs_buf, actions_buf, rewards_buf, terminated_buf, truncated_buf,
-             valid_buf)
+    segments = Segments(envs, seed, T, obs_dim)
 
-    returns, end_steps, value_losses, entropies = [], [], [], []
+    value_losses, entropies = [], []
     eval_steps, eval_returns = [], []
-    obs, _ = envs.reset(seed=seed)
-    resetting = np.zeros(N, bool)   # copies whose next step is a reset step
-    running_return = np.zeros(N)
-    env_steps = 0
     n_updates = -(-c.total_steps // (N * T))
     for _ in progress(range(n_updates), description):
-        for t in range(T):
-            obs_buf[t] = obs
-            actions = act(obs)
-            obs, rewards, terminated, truncated, _ = envs.step(actions)
-            env_steps += N
-            actions_buf[t], rewards_buf[t] = actions, rewards
-            terminated_buf[t], truncated_buf[t] = terminated, truncated
-            valid_buf[t] = ~resetting
-            running_return += rewards  # a reset step pays 0
-            resetting = terminated | truncated
-            for i in np.flatnonzero(resetting):
-                returns.append(running_return[i])
-                end_steps.append(env_steps)
-                running_return[i] = 0.0
-        obs_buf[T] = obs
+        segments.collect(act)
+        env_steps = segments.env_steps
         value_loss, entropy = _a2c_update(policy, value, params, optimizer, c,
-                                          *batch)
+                                          *segments.batch)
         value_losses.append(value_loss)
         entropies.append(entropy)
         if eval_every and env_steps // eval_every > len(eval_steps):
@@ -277,12 +253,66 @@ def _train_a2c(env_id, obs_dim, n_actions, c: A2CConfig, seed, eval_every,
                                           eval_seed, greedy=True))
     envs.close()
     return A2CResult(
-        policy, value, c, seed, np.array(returns, dtype=float),
-        np.array(end_steps, dtype=int), np.array(value_losses),
+        policy, value, c, seed, np.array(segments.returns, dtype=float),
+        np.array(segments.end_steps, dtype=int), np.array(value_losses),
         np.array(entropies), np.array(eval_steps, dtype=int),
         np.array(eval_returns, dtype=float).reshape(len(eval_steps), eval_episodes),
-        time.perf_counter() - start_time, env_steps,
+        time.perf_counter() - start_time, segments.env_steps,
     )
+
+
+class Segments:
+    """Fixed-length segments of ``N`` copies of an environment stepped side by side: what A2C and PPO learn from.
+
+    ``envs`` is a gymnasium vector environment in next-step autoreset mode: the step after an
+    episode ends only resets that copy, pays 0 and is no transition, so it is marked invalid
+    (``valid`` False) for the losses. Each :meth:`collect` fills ``T`` steps per copy:
+    ``obs`` ``(T + 1, N, obs_dim)`` (row ``T`` is the observation after the last step),
+    ``actions``, ``rewards``, ``terminated``, ``truncated`` and ``valid``, all ``(T, N, ...)``;
+    finished episodes' returns and the step counts at their ends accumulate in ``returns`` and
+    ``end_steps``. ``to_env`` maps the policy's actions to what the environment accepts (PPO's
+    Gaussian actions are clipped to the bounds; the buffer keeps the unclipped sample).
+    """
+
+    def __init__(self, envs, seed: int, T: int, obs_dim: int, action_shape: tuple = (),
+                 action_dtype=np.int64, to_env=None):
+        N = envs.num_envs
+        self.envs, self.T, self.to_env = envs, T, to_env
+        self.obs = np.zeros((T + 1, N, obs_dim), np.float32)
+        self.actions = np.zeros((T, N, *action_shape), action_dtype)
+        self.rewards = np.zeros((T, N))
+        self.terminated = np.zeros((T, N), bool)
+        self.truncated = np.zeros((T, N), bool)
+        self.valid = np.ones((T, N), bool)   # False on reset steps
+        self.returns, self.end_steps = [], []
+        self.env_steps = 0
+        self._obs, _ = envs.reset(seed=seed)
+        self._resetting = np.zeros(N, bool)   # copies whose next step is a reset step
+        self._running_return = np.zeros(N)
+
+    @property
+    def batch(self) -> tuple:
+        return self.obs, self.actions, self.rewards, self.terminated, self.truncated, self.valid
+
+    def collect(self, act) -> None:
+        """Step every copy ``T`` times with ``act(observations) -> actions`` and fill the buffers."""
+        N = len(self._running_return)
+        for t in range(self.T):
+            self.obs[t] = self._obs
+            actions = act(self._obs)
+            self._obs, rewards, terminated, truncated, _ = self.envs.step(
+                actions if self.to_env is None else self.to_env(actions))
+            self.env_steps += N
+            self.actions[t], self.rewards[t] = actions, rewards
+            self.terminated[t], self.truncated[t] = terminated, truncated
+            self.valid[t] = ~self._resetting
+            self._running_return += rewards  # a reset step pays 0
+            self._resetting = terminated | truncated
+            for i in np.flatnonzero(self._resetting):
+                self.returns.append(self._running_return[i])
+                self.end_steps.append(self.env_steps)
+                self._running_return[i] = 0.0
+        self.obs[self.T] = self._obs
 
 
 def _numpy_actor(policy: CategoricalMLP, rng: np.random.Generator):

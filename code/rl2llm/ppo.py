@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from . import _validate as check
-from .actor_critic import _checked_env, _evaluate, _numpy_actor, make_networks, parameters
+from .actor_critic import Segments, _checked_env, _evaluate, _numpy_actor, make_networks, parameters
 from .actor_critic import evaluate_policy as _evaluate_categorical
 from .advantages import _gae
 from .dqn import flush_denormals, torch_threads
@@ -516,43 +516,21 @@ def _train_ppo(env_id, spaces: _Spaces, c: PPOConfig, seed, eval_every, eval_epi
     except gym.error.Error as err:
         raise ValueError(f"vectorization={vectorization!r} is not available for {env_id!r} ({err})") from None
 
-    obs_buf = np.zeros((T + 1, N, obs_dim), np.float32)  # row T: after the last step
-    actions_buf = np.zeros((T, N), np.int64) if spaces.discrete else np.zeros((T, N, spaces.act_dim), np.float32)
-    rewards_buf = np.zeros((T, N))
-    terminated_buf = np.zeros((T, N), bool)
-    truncated_buf = np.zeros((T, N), bool)
-    valid_buf = np.ones((T, N), bool)   # False on reset steps
+    segments = Segments(envs, seed, T, obs_dim,
+                        *(((), np.int64, None) if spaces.discrete else
+                          ((spaces.act_dim,), np.float32, lambda a: np.clip(a, spaces.low, spaces.high))))
 
-    returns, end_steps, stats, eval_steps, eval_returns = [], [], [], [], []
-    obs, _ = envs.reset(seed=seed)
-    resetting = np.zeros(N, bool)
-    running_return = np.zeros(N)
-    env_steps = 0
+    stats, eval_steps, eval_returns = [], [], []
     n_updates = -(-c.total_steps // (N * T))
     for update in progress(range(n_updates), description):
-        for t in range(T):
-            obs_buf[t] = obs
-            actions = act(obs)
-            obs, rewards, terminated, truncated, _ = envs.step(
-                actions if spaces.discrete else np.clip(actions, spaces.low, spaces.high))
-            env_steps += N
-            actions_buf[t], rewards_buf[t] = actions, rewards
-            terminated_buf[t], truncated_buf[t] = terminated, truncated
-            valid_buf[t] = ~resetting
-            running_return += rewards  # a reset step pays 0
-            resetting = terminated | truncated
-            for i in np.flatnonzero(resetting):
-                returns.append(running_return[i])
-                end_steps.append(env_steps)
-                running_return[i] = 0.0
-        obs_buf[T] = obs
+        segments.collect(act)
+        env_steps = segments.env_steps
         frac = 1.0 - update / n_updates  # 1 on the first update, 1/n_updates on the last
         lr = c.learning_rate * (frac if c.anneal_lr else 1.0)
         clip = c.clip_range * (frac if c.anneal_clip else 1.0)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        stats.append((*_ppo_update(policy, value, params, optimizer, c, clip, shuffle_rng, obs_buf,
-                                   actions_buf, rewards_buf, terminated_buf, truncated_buf, valid_buf),
+        stats.append((*_ppo_update(policy, value, params, optimizer, c, clip, shuffle_rng, *segments.batch),
                       lr, clip, env_steps))
         if eval_every and env_steps // eval_every > len(eval_steps):
             eval_steps.append(env_steps)
@@ -565,14 +543,14 @@ def _train_ppo(env_id, spaces: _Spaces, c: PPOConfig, seed, eval_every, eval_epi
     k1, k3, clipped, entropy, policy_loss, value_loss, epochs, lrs, clips, steps = (
         np.array(col) for col in columns[:10])
     return PPOResult(
-        policy, value, c, seed, np.array(returns, dtype=float), np.array(end_steps, dtype=int),
+        policy, value, c, seed, np.array(segments.returns, dtype=float), np.array(segments.end_steps, dtype=int),
         approx_kl_k1=k1.astype(float), approx_kl=k3.astype(float), clip_fractions=clipped.astype(float),
         entropies=entropy.astype(float), policy_losses=policy_loss.astype(float),
         value_losses=value_loss.astype(float), epochs=epochs.astype(int), learning_rates=lrs.astype(float),
         clip_ranges=clips.astype(float), update_steps=steps.astype(int),
         eval_steps=np.array(eval_steps, dtype=int),
         eval_returns=np.array(eval_returns, dtype=float).reshape(len(eval_steps), eval_episodes),
-        seconds=time.perf_counter() - start_time, env_steps=env_steps,
+        seconds=time.perf_counter() - start_time, env_steps=segments.env_steps,
     )
 
 
