@@ -141,3 +141,10 @@ def test_literalincludes_become_the_code_they_show():
     assert "```python\ndef value_iteration(" in whole and "The book shows here" not in whole
     assert part.startswith("```python\nout = np.empty_like(rewards)") and part.rstrip().endswith("return out\n```")
     assert "The book shows here the source of `code/rl2llm/no_such_module.py`" in missing
+    before = nbformat.v4.new_markdown_cell(
+        "```{literalinclude} ../../code/rl2llm/rollouts.py\n:pyobject: reward_to_go\n"
+        ":end-before: out = np.empty_like(rewards)\n```\n")
+    out = nbformat.reads(reader_notebook(nbformat.writes(nbformat.v4.new_notebook(cells=[before])), "{}",
+                                         source_dir=lectures), as_version=4)
+    shown = out.cells[0].source
+    assert shown.startswith("```python\ndef reward_to_go(") and "np.empty_like" not in shown

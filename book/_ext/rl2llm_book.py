@@ -903,11 +903,12 @@ def _included_source(arg: str, options: dict, source_dir: Path | None) -> str | 
         if start is None:
             return None
         lines = lines[start:]
-    if "end-at" in options:
-        end = next((i for i, line in enumerate(lines) if options["end-at"] in line), None)
-        if end is None:
-            return None
-        lines = lines[:end + 1]
+    for option, keep in (("end-at", 1), ("end-before", 0)):
+        if option in options:
+            end = next((i for i, line in enumerate(lines) if options[option] in line), None)
+            if end is None:
+                return None
+            lines = lines[:end + keep]
     if options.get("dedent", "").isdigit():
         n = int(options["dedent"])
         lines = [line[n:] if line[:n].strip() == "" else line.lstrip() for line in lines]
