@@ -42,7 +42,7 @@ from torch import nn
 
 from . import _validate as check
 from .advantages import _gae
-from .dqn import torch_threads
+from .dqn import _checked_env_id, torch_threads
 from .policies import CategoricalMLP, ValueMLP
 from .progress import progress
 from .rollouts import play_episodes
@@ -131,22 +131,11 @@ class A2CResult:
         return self.env_steps / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _checked_env(env_id, max_episode_steps=None) -> tuple[int, int]:
+def _checked_env(env_id) -> tuple[int, int]:
     """``(obs_dim, n_actions)`` of ``env_id``: a registered id with a flat Box observation and Discrete actions."""
-    if not isinstance(env_id, str):
-        raise TypeError(f"env_id must be the id of a gymnasium environment such as 'CartPole-v1', "
-                        f"got {check.describe(env_id)}")
-    try:
-        env = gym.make(env_id)
-    except gym.error.Error as err:
-        raise ValueError(f"env_id {env_id!r} is not a gymnasium environment ({err})") from None
-    obs_space, action_space = env.observation_space, env.action_space
+    env = _checked_env_id(env_id, why="a categorical policy gives each numbered action a probability")
     env.close()
-    if not isinstance(action_space, gym.spaces.Discrete) or not isinstance(obs_space, gym.spaces.Box) \
-            or len(obs_space.shape) != 1 or int(action_space.start) != 0:
-        raise ValueError(f"env_id {env_id!r} must have a flat Box observation space and a Discrete action "
-                         f"space numbered from 0 (a categorical policy); it has {obs_space} and {action_space}")
-    return obs_space.shape[0], int(action_space.n)
+    return env.observation_space.shape[0], int(env.action_space.n)
 
 
 def make_networks(obs_dim: int, n_actions: int, hidden: tuple[int, ...] = (64, 64),

@@ -506,8 +506,9 @@ def flush_denormals():
             torch.set_flush_denormal(False)
 
 
-def _checked_env_id(env_id) -> gym.Env:
-    """A fresh environment made from ``env_id``: a registered id with a flat Box observation and Discrete actions."""
+def _checked_env_id(env_id, why: str = "a Q-network outputs one value per action") -> gym.Env:
+    """A fresh environment made from ``env_id``: a registered id with a flat Box observation and Discrete actions
+    numbered from 0. ``why`` ends the error message: what needs that shape."""
     if not isinstance(env_id, str):
         raise TypeError(f"env_id must be the id of a gymnasium environment such as 'CartPole-v1', "
                         f"got {check.describe(env_id)}")
@@ -520,7 +521,7 @@ def _checked_env_id(env_id) -> gym.Env:
             or len(obs_space.shape) != 1:
         env.close()
         raise ValueError(f"env_id {env_id!r} must have a flat Box observation space and a Discrete action "
-                         f"space (a Q-network outputs one value per action); it has {obs_space} and {action_space}")
+                         f"space ({why}); it has {obs_space} and {action_space}")
     if int(action_space.start) != 0:
         env.close()
         raise ValueError(f"env_id {env_id!r} must number its actions from 0, got {action_space}")
