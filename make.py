@@ -14,8 +14,9 @@ The first run creates a virtual environment in .venv/ from requirements.txt
 to install PyTorch's CPU-only build from PyTorch's own index (on Linux the
 default index serves the CUDA build, which brings several GB of CUDA libraries).
 Set RL2LLM_VENV to use another environment, RL2LLM_NO_VENV=1 to use the Python
-running this script as it is, and RL2LLM_BUILD_DIR to write the build (and its
-execution cache) somewhere else.
+running this script as it is, RL2LLM_BUILD_DIR to write the build (and its
+execution cache) somewhere else, and RL2LLM_TOC to build from another table of
+contents (for example one listing only the chapter you are drafting).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ ROOT = Path(__file__).resolve().parent
 #: Everything the build writes, the execution cache included. RL2LLM_BUILD_DIR moves it
 #: (the tests use that for a cold build next to your warm one).
 BUILD = Path(os.environ.get("RL2LLM_BUILD_DIR", ROOT / "_build")).resolve()
+#: The table of contents: which pages are built. RL2LLM_TOC names another one (drafting one chapter).
+TOC = Path(os.environ.get("RL2LLM_TOC", ROOT / "_toc.yml")).resolve()
 SCIENTIST_HTML = BUILD / "html"
 MANAGER_BUILD = BUILD / "manager"  # its own Sphinx environment and doctrees
 MANAGER_HTML = SCIENTIST_HTML / "manager"  # where readers find it
@@ -88,7 +91,7 @@ def build_edition(edition: str, warnings_are_errors: bool = True) -> float:
         confoverrides={
             "rl2llm_edition": edition,
             "nb_execution_cache_path": str(BUILD / ".jupyter_cache"),
-            "external_toc_path": str(ROOT / "_toc.yml"),
+            "external_toc_path": str(TOC),
             "latex_individualpages": False,
             "nitpicky": True,
         },
