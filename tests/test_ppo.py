@@ -231,3 +231,46 @@ def test_ppo_learns_pendulum_with_the_rl_zoo_settings(seed):
     r = train_ppo("Pendulum-v1", PENDULUM, seed=seed)
     returns = evaluate_policy(r.policy, "Pendulum-v1", n_episodes=20, seed=1000)
     assert returns.mean() >= -250, f"seed {seed}: mean evaluation return {returns.mean():.1f} < -250"
+
+
+# --------------------------------------------------------------------------- the training loop's shortcuts
+
+
+def test_the_lean_gradient_clip_is_torchs():
+    from rl2llm.ppo import _clip_grad_norm
+
+    gen = torch.Generator().manual_seed(0)
+    for scale in (0.01, 10.0):            # below the bound: untouched; above: rescaled to it
+        a = [torch.nn.Parameter(torch.zeros(s)) for s in ((3, 4), (4,), (2, 3))]
+        b = [torch.nn.Parameter(torch.zeros(s)) for s in ((3, 4), (4,), (2, 3))]
+        for p, q in zip(a, b):
+            p.grad = scale * torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        _clip_grad_norm(a, 0.5)
+        torch.nn.utils.clip_grad_norm_(b, 0.5)
+        for p, q in zip(a, b):
+            assert torch.allclose(p.grad, q.grad, rtol=1e-6, atol=0), scale
+
+
+def test_the_benchmark_runs_ppo_with_the_rl_zoo_settings_and_sb3s_defaults():
+    """benchmarks/rl_vs_sb3.py: the Zoo's CartPole settings, mapped onto PPOConfig, are PPOConfig's defaults,
+    and the rest of PPOConfig's defaults are Stable-Baselines3's."""
+    import importlib.util
+    import inspect
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec("stable_baselines3") is None:
+        pytest.skip("Stable-Baselines3 is a benchmark dependency: pip install --no-deps -r benchmarks/requirements.txt")
+    if "rl_vs_sb3" not in sys.modules:
+        script = Path(__file__).resolve().parents[1] / "benchmarks" / "rl_vs_sb3.py"
+        spec = importlib.util.spec_from_file_location("rl_vs_sb3", script)
+        sys.modules["rl_vs_sb3"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    bench = sys.modules["rl_vs_sb3"]
+    assert bench.ours_ppo_config(100_000) == PPOConfig()
+    assert bench.ALGORITHMS["ppo"].steps == 100_000 and bench.ALGORITHMS["ppo"].speed_goal == 2.0
+    sb3 = {k: v.default for k, v in inspect.signature(sys.modules["stable_baselines3"].PPO.__init__).parameters.items()}
+    c = PPOConfig()
+    assert (c.vf_coef, c.max_grad_norm, c.normalize_advantage, c.clip_range_vf, c.target_kl) == (
+        sb3["vf_coef"], sb3["max_grad_norm"], sb3["normalize_advantage"], sb3["clip_range_vf"], sb3["target_kl"])
