@@ -274,3 +274,56 @@ def test_the_benchmark_runs_ppo_with_the_rl_zoo_settings_and_sb3s_defaults():
     c = PPOConfig()
     assert (c.vf_coef, c.max_grad_norm, c.normalize_advantage, c.clip_range_vf, c.target_kl) == (
         sb3["vf_coef"], sb3["max_grad_norm"], sb3["normalize_advantage"], sb3["clip_range_vf"], sb3["target_kl"])
+
+
+# --------------------------------------------------------------------------- the exercise's checker
+
+
+def _right_loss(new, old, adv, clip):
+    ratio = torch.exp(new - old.detach())
+    return -torch.min(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv).mean()
+
+
+def test_the_ppo_loss_checker_passes_the_reference_and_the_packages_function():
+    from rl2llm.exercises import check_ppo_loss
+
+    assert check_ppo_loss(_right_loss).passed
+    assert check_ppo_loss(lambda new, old, adv, clip: -clipped_surrogate(new, old, adv, clip)).passed
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda n, o, a, c: -_right_loss(n, o, a, c), "returned the objective"),
+    (lambda n, o, a, c: -torch.max(torch.exp(n - o.detach()) * a,
+                                   torch.clamp(torch.exp(n - o.detach()), 1 - c, 1 + c) * a).mean(), "larger"),
+    (lambda n, o, a, c: -(torch.clamp(torch.exp(n - o.detach()), 1 - c, 1 + c) * a).mean(), "clipped term alone"),
+    (lambda n, o, a, c: -(torch.exp(n - o.detach()) * a).mean(), "left the clip out"),
+    (lambda n, o, a, c: -torch.min(torch.exp(o.detach() - n) * a,
+                                   torch.clamp(torch.exp(o.detach() - n), 1 - c, 1 + c) * a).mean(), "upside down"),
+    (lambda n, o, a, c: _right_loss(n, o, a, c) * n.numel(), "summed"),
+])
+def test_the_ppo_loss_checker_names_the_classic_mistakes(wrong, hint):
+    from rl2llm.exercises import check_ppo_loss
+
+    result = check_ppo_loss(wrong)
+    assert not result.passed
+    assert any(hint in case.hint for case in result.failures), result.report()
+
+
+def test_the_ppo_loss_checker_reports_bugs_without_raising():
+    from rl2llm.exercises import check_ppo_loss
+
+    def old_not_detached(new, old, adv, clip):
+        ratio = torch.exp(new - old)
+        return -torch.min(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv).mean()
+
+    report = check_ppo_loss(old_not_detached)
+    assert not report.passed and "log_probs_old" in report.failures[0].message
+    assert "detach" in report.failures[0].hint
+    crash = check_ppo_loss(lambda new, old, adv, clip: new.nonexistent)
+    assert not crash.passed and "AttributeError" in crash.failures[0].message
+    assert any("scalar" in case.message for case in check_ppo_loss(lambda new, old, adv, clip: new * adv).failures)
+    assert "no gradient" in check_ppo_loss(lambda new, old, adv, clip: torch.tensor(0.0)).failures[0].message
+    with pytest.raises(TypeError, match="fn"):
+        check_ppo_loss("ppo_loss")
+    with pytest.raises(TypeError, match="4 arguments"):
+        check_ppo_loss(lambda new, old: new)

@@ -10,7 +10,8 @@ by Lecture 3 (Q-learning): the targets of SARSA, expected SARSA and Q-learning,
 checked by :func:`check_td_target`; and by Lecture 4 (actor-critic): generalised
 advantage estimates over episodes that terminate or are truncated, checked by
 :func:`check_gae`; and by Lecture 5 (TRPO): conjugate gradient with a
-matrix-vector product, checked by :func:`check_conjugate_gradient`.
+matrix-vector product, checked by :func:`check_conjugate_gradient`; and by Lecture 6
+(PPO): the clipped policy loss, per action or per token, checked by :func:`check_ppo_loss`.
 
 Each checker runs your function on several small worlds (terminal states,
 a discount close to 1, a discount of 0 or of 1, several actions), compares
@@ -1008,5 +1009,167 @@ def check_conjugate_gradient(fn: Callable) -> CheckResult:
             hint = ("x is closer to the solution than 0 but not there in this many iterations: check "
                     "beta = (r_new.r_new) / (r_old.r_old), computed before r_old is overwritten, and "
                     "alpha = (r.r) / (p.A p)")
+        results.append(CaseResult(case.name, False, message, hint))
+    return CheckResult(checker, tuple(results))
+
+
+# --------------------------------------------------------------------------- Lecture 6: PPO's clipped loss
+
+
+@dataclass(frozen=True)
+class _PPOLossCase:
+    name: str
+    new: np.ndarray          # log pi_new(a), float64, any shape
+    old: np.ndarray          # log pi_old(a)
+    advantages: np.ndarray
+    clip: float
+
+
+def _ppo_loss_cases() -> list[_PPOLossCase]:
+    rng = np.random.default_rng(6)
+    half = np.log(0.5)
+
+    def single(ratio: float, advantage: float, clip: float = 0.2) -> tuple:
+        return np.array([half + np.log(ratio)]), np.array([half]), np.array([advantage]), clip
+
+    many_old = np.log(rng.uniform(0.05, 0.95, size=12))
+    many_new = np.minimum(many_old + rng.normal(0, 0.3, size=12), -1e-3)
+    tokens_old = np.log(rng.uniform(0.05, 0.95, size=(3, 4)))
+    tokens_new = np.minimum(tokens_old + rng.normal(0, 0.25, size=(3, 4)), -1e-3)
+    return [
+        _PPOLossCase("one action, ratio 1.1, advantage +1 (inside the band)", *single(1.1, 1.0)),
+        _PPOLossCase("one action, ratio 1.3, advantage +2 (a good action already likelier than 1 + clip)",
+                     *single(1.3, 2.0)),
+        _PPOLossCase("one action, ratio 0.7, advantage -1 (a bad action already rarer than 1 - clip)",
+                     *single(0.7, -1.0)),
+        _PPOLossCase("one action, ratio 0.6, advantage +1 (a good action that became rarer: pull it back)",
+                     *single(0.6, 1.0)),
+        _PPOLossCase("one action, ratio 1.5, advantage -0.5 (a bad action that became likelier)",
+                     *single(1.5, -0.5)),
+        _PPOLossCase("12 actions, random ratios and advantages, clip 0.1", many_new, many_old,
+                     rng.normal(size=12), 0.1),
+        _PPOLossCase("3 answers x 4 tokens (a 2-D batch), clip 0.3", tokens_new, tokens_old,
+                     rng.normal(size=(3, 4)), 0.3),
+    ]
+
+
+def _ppo_loss_reference(new, old, adv, clip, variant: str = "right"):
+    """The loss (minus the clipped objective) and known mistakes, in torch (float64)."""
+    import torch
+
+    ratio = torch.exp(new - old)
+    if variant == "inverted":
+        ratio = torch.exp(old - new)
+    if variant == "log ratio":
+        ratio = new - old
+    clipped = torch.clamp(ratio, 1 - clip, 1 + clip)
+    if variant == "max":
+        objective = torch.max(ratio * adv, clipped * adv)
+    elif variant == "clipped only":
+        objective = clipped * adv
+    elif variant == "unclipped":
+        objective = ratio * adv
+    elif variant == "clip the advantage":
+        objective = torch.min(ratio * adv, ratio * torch.clamp(adv, -clip, clip))
+    else:
+        objective = torch.min(ratio * adv, clipped * adv)
+    if variant == "sum":
+        return -objective.sum()
+    if variant == "objective":
+        return objective.mean()
+    return -objective.mean()
+
+
+_PPO_LOSS_MISTAKES = {
+    "objective": "you returned the objective, not the loss: an optimiser minimises, so return minus the mean "
+                 "of min(r A, clip(r) A)",
+    "max": "you took the larger of the clipped and the unclipped terms: PPO takes the smaller (min), a "
+           "pessimistic bound that never credits a move beyond the band",
+    "clipped only": "you used the clipped term alone: then a good action that became rarer (r < 1 - clip) gets "
+                    "no gradient back; the min with the unclipped term keeps that pull",
+    "unclipped": "you left the clip out: that is the plain importance-weighted surrogate, which credits any "
+                 "move, however far; take min(r A, clip(r, 1 - clip, 1 + clip) A)",
+    "clip the advantage": "you clipped the advantage: the clip applies to the ratio r, clip(r, 1 - clip, 1 + clip)",
+    "inverted": "your ratio is upside down: r = pi_new / pi_old = exp(log_probs_new - log_probs_old)",
+    "log ratio": "you used the difference of the log-probabilities as the ratio: r = exp(log_probs_new - "
+                 "log_probs_old)",
+    "sum": "you summed over the actions: PPO averages (the mean), so the loss does not grow with the batch",
+}
+
+
+def check_ppo_loss(fn: Callable) -> CheckResult:
+    """Check ``fn(log_probs_new, log_probs_old, advantages, clip) -> loss``: PPO's clipped policy loss.
+
+    The arguments are float64 torch tensors of the same shape (one entry per
+    action, or per token: some cases are 2-D); ``log_probs_new`` requires a
+    gradient, ``log_probs_old`` and ``advantages`` are constants, ``clip`` a
+    float. The loss is to be *minimised*: minus the mean over the entries of
+    ``min(r A, clip(r, 1 - clip, 1 + clip) A)`` with ``r = exp(log_probs_new
+    - log_probs_old)``. The checker compares the loss and its gradient with
+    respect to ``log_probs_new`` with the reference (within 1e-6), and checks
+    that no gradient reaches ``log_probs_old``.
+    """
+    import torch
+
+    checker = "check_ppo_loss"
+    _check_callable(fn, checker, 4, "ppo_loss(log_probs_new, log_probs_old, advantages, clip)")
+    results = []
+    for case in _ppo_loss_cases():
+        new = torch.tensor(case.new, dtype=torch.float64, requires_grad=True)
+        old = torch.tensor(case.old, dtype=torch.float64, requires_grad=True)   # to catch a gradient into it
+        adv = torch.tensor(case.advantages, dtype=torch.float64)
+        try:
+            answer = fn(new, old, adv, case.clip)
+            error = ""
+        except Exception:   # the reader's bug: run it again on copies to say where
+            answer, error = _call(fn, (new.detach().clone().requires_grad_(), old.detach().clone(), adv.clone(),
+                                       case.clip))
+        if error:
+            results.append(CaseResult(case.name, False, error))
+            continue
+        if not isinstance(answer, torch.Tensor) or answer.numel() != 1:
+            what = f"a tensor of shape {tuple(answer.shape)}" if isinstance(answer, torch.Tensor) else describe(answer)
+            results.append(CaseResult(case.name, False, f"returned {what}; expected a scalar torch tensor (the loss)",
+                                      "average over the entries: .mean()" if isinstance(answer, torch.Tensor)
+                                      else "return the loss as a tensor, so that .backward() can follow it"))
+            continue
+        if not answer.requires_grad:
+            results.append(CaseResult(case.name, False, "the loss has no gradient",
+                                      "compute it from log_probs_new with torch operations (no .item(), .numpy() "
+                                      "or torch.no_grad() on the way)"))
+            continue
+        answer.backward()
+        loss = float(answer.detach())
+        grad = new.grad.detach().numpy().copy() if new.grad is not None else np.zeros_like(case.new)
+        ref_new = torch.tensor(case.new, dtype=torch.float64, requires_grad=True)
+        ref = _ppo_loss_reference(ref_new, torch.tensor(case.old), adv, case.clip)
+        ref.backward()
+        ref_loss, ref_grad = float(ref.detach()), ref_new.grad.numpy()
+        if old.grad is not None and np.abs(old.grad.numpy()).max() > 0:
+            results.append(CaseResult(case.name, False, "a gradient reaches log_probs_old",
+                                      "the old policy's log-probabilities are constants (the policy that "
+                                      "collected the batch): use log_probs_old.detach()"))
+            continue
+        right_loss = abs(loss - ref_loss) <= 1e-6 * max(1.0, abs(ref_loss))
+        right_grad = np.allclose(grad, ref_grad, rtol=1e-6, atol=1e-9)
+        if right_loss and right_grad:
+            results.append(CaseResult(case.name, True))
+            continue
+        if not right_loss:
+            message = f"the loss is {loss:.6g}; the reference gives {ref_loss:.6g}"
+        else:
+            i = np.unravel_index(int(np.argmax(np.abs(grad - ref_grad))), grad.shape)
+            where = i[0] if len(i) == 1 else i
+            message = (f"the loss is right ({loss:.6g}) but its gradient is not: with respect to log_probs_new"
+                       f"[{where}], yours {grad[i]:.6g}, the reference {ref_grad[i]:.6g}")
+        hint = ""
+        for variant, text in _PPO_LOSS_MISTAKES.items():
+            other_new = torch.tensor(case.new, dtype=torch.float64, requires_grad=True)
+            other = _ppo_loss_reference(other_new, torch.tensor(case.old), adv, case.clip, variant)
+            other.backward()
+            if abs(float(other.detach()) - loss) <= 1e-6 * max(1.0, abs(loss)) and \
+                    np.allclose(other_new.grad.numpy(), grad, rtol=1e-6, atol=1e-9):
+                hint = text
+                break
         results.append(CaseResult(case.name, False, message, hint))
     return CheckResult(checker, tuple(results))

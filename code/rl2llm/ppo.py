@@ -206,6 +206,9 @@ class PPOConfig:
       ``anneal_clip`` — so does ``clip_range``;
     * ``max_grad_norm`` — rescale gradients whose norm exceeds it; ``None``
       switches this off;
+    * ``clip_range`` — ``None`` switches the clip itself off: the policy loss
+      is then the plain importance-weighted surrogate ``-mean(r A)``, Lecture
+      5's surrogate with no trust region (the clip fractions are then NaN);
     * ``ent_coef`` — the entropy bonus (0 switches it off);
     * ``target_kl`` — ``None``: always run every epoch; a number: stop the
       update's epochs as soon as a minibatch's k3 estimate of the KL exceeds
@@ -219,7 +222,7 @@ class PPOConfig:
     n_epochs: int = 20
     learning_rate: float = 1e-3
     anneal_lr: bool = True
-    clip_range: float = 0.2
+    clip_range: float | None = 0.2
     anneal_clip: bool = True
     gamma: float = 0.98
     gae_lambda: float = 0.8
@@ -237,7 +240,8 @@ class PPOConfig:
         for name in ("n_envs", "n_steps", "total_steps", "batch_size", "n_epochs"):
             check.as_int(name, getattr(self, name), 1)
         check.as_real("learning_rate", self.learning_rate, 0.0, low_open=True)
-        check.as_real("clip_range", self.clip_range, 0.0, 1.0, low_open=True, high_open=True)
+        if self.clip_range is not None:
+            check.as_real("clip_range", self.clip_range, 0.0, 1.0, low_open=True, high_open=True)
         check.as_real("gamma", self.gamma, 0.0, 1.0)
         check.as_real("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check.as_real("ent_coef", self.ent_coef, 0.0)
@@ -527,7 +531,7 @@ def _train_ppo(env_id, spaces: _Spaces, c: PPOConfig, seed, eval_every, eval_epi
         env_steps = segments.env_steps
         frac = 1.0 - update / n_updates  # 1 on the first update, 1/n_updates on the last
         lr = c.learning_rate * (frac if c.anneal_lr else 1.0)
-        clip = c.clip_range * (frac if c.anneal_clip else 1.0)
+        clip = None if c.clip_range is None else c.clip_range * (frac if c.anneal_clip else 1.0)
         for group in optimizer.param_groups:
             group["lr"] = lr
         stats.append((*_ppo_update(policy, value, params, optimizer, c, clip, shuffle_rng, *segments.batch),
@@ -547,7 +551,7 @@ def _train_ppo(env_id, spaces: _Spaces, c: PPOConfig, seed, eval_every, eval_epi
         approx_kl_k1=k1.astype(float), approx_kl=k3.astype(float), clip_fractions=clipped.astype(float),
         entropies=entropy.astype(float), policy_losses=policy_loss.astype(float),
         value_losses=value_loss.astype(float), epochs=epochs.astype(int), learning_rates=lrs.astype(float),
-        clip_ranges=clips.astype(float), update_steps=steps.astype(int),
+        clip_ranges=np.array(clips, dtype=float), update_steps=steps.astype(int),
         eval_steps=np.array(eval_steps, dtype=int),
         eval_returns=np.array(eval_returns, dtype=float).reshape(len(eval_steps), eval_episodes),
         seconds=time.perf_counter() - start_time, env_steps=segments.env_steps,
@@ -648,7 +652,10 @@ def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_b
             new, entropy_of = log_prob_entropy(mb_obs, mb_actions)
             if c.normalize_advantage and not whole and len(mb_adv) > 1:
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-            policy_loss = -_clipped_surrogate(new, old, mb_adv, clip)
+            if clip is None:                 # no clip: the importance-weighted surrogate alone
+                policy_loss = -(torch.exp(new - old) * mb_adv).mean()
+            else:
+                policy_loss = -_clipped_surrogate(new, old, mb_adv, clip)
             v = value_net(mb_obs)[:, 0]
             if c.clip_range_vf is None:
                 value_loss = nn.functional.mse_loss(v, mb_targets)
@@ -664,7 +671,8 @@ def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_b
                     entropy = entropy_of()
             with torch.no_grad():
                 log_ratio = new - old
-                clipped.append(((log_ratio.exp() - 1.0).abs() > clip).float().mean())
+                if clip is not None:
+                    clipped.append(((log_ratio.exp() - 1.0).abs() > clip).float().mean())
                 if c.target_kl is not None and \
                         (torch.expm1(log_ratio) - log_ratio).mean().item() > 1.5 * c.target_kl:
                     stop = True
