@@ -292,3 +292,102 @@ def test_to_hf_refuses_bad_input_naming_the_argument():
         to_hf(TOK, eos="</s>")
     with pytest.raises(TypeError, match="chat_template must be a string"):
         to_hf(TOK, chat_template=3)
+
+
+# --------------------------------------------------------------------------- the exercise's checker
+
+
+def _reference_encode(piece, merges):
+    ids = list(piece)
+    for k, pair in enumerate(merges):
+        ids = merge(ids, pair, 256 + k)
+    return ids
+
+
+def test_check_bpe_encode_passes_the_reference_and_a_rank_based_solution():
+    from rl2llm.exercises import check_bpe_encode
+
+    assert check_bpe_encode(_reference_encode).passed
+
+    def by_rank(piece, merges):
+        rank = {pair: k for k, pair in enumerate(merges)}
+        ids = list(piece)
+        while True:
+            pairs = [p for p in zip(ids, ids[1:]) if p in rank]
+            if not pairs:
+                return ids
+            best = min(pairs, key=rank.get)
+            ids = merge(ids, best, 256 + rank[best])
+
+    assert check_bpe_encode(by_rank).passed
+
+
+def _first_only(piece, merges):
+    ids = list(piece)
+    for k, pair in enumerate(merges):
+        for i in range(len(ids) - 1):
+            if (ids[i], ids[i + 1]) == pair:
+                ids = ids[:i] + [256 + k] + ids[i + 2:]
+                break
+    return ids
+
+
+def _latest_first(piece, merges):
+    ids = list(piece)
+    for k in reversed(range(len(merges))):
+        ids = merge(ids, merges[k], 256 + k)
+    return ids
+
+
+def _longest_match(piece, merges):
+    vocab = [bytes([i]) for i in range(256)]
+    for a, b in merges:
+        vocab.append(vocab[a] + vocab[b])
+    index = {}
+    for i, token in enumerate(vocab):
+        index.setdefault(token, i)
+    ids, at = [], 0
+    while at < len(piece):
+        end = max(e for e in range(at + 1, len(piece) + 1) if piece[at:e] in index)
+        ids.append(index[piece[at:end]])
+        at = end
+    return ids
+
+
+def _right_to_left(piece, merges):
+    ids = list(piece)
+    for k, pair in enumerate(merges):
+        ids = merge(ids[::-1], pair[::-1], 256 + k)[::-1]
+    return ids
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (_first_only, "only its first occurrence"),
+    (_latest_first, "latest first"),
+    (_longest_match, "longest match"),
+    (_right_to_left, "merged from the right"),
+])
+def test_check_bpe_encode_names_the_classic_mistakes(wrong, words):
+    from rl2llm.exercises import check_bpe_encode
+
+    result = check_bpe_encode(wrong)
+    assert not result.passed
+    assert any(words in case.hint for case in result.failures), result.report()
+    assert "expected" in result.failures[0].message
+
+
+def test_check_bpe_encode_reports_bad_answers_and_bad_arguments():
+    from rl2llm.exercises import check_bpe_encode
+
+    result = check_bpe_encode(lambda piece, merges: None)
+    assert not result.passed and "forget the return" in result.failures[0].message
+    result = check_bpe_encode(lambda piece, merges: piece)
+    assert "expected a list of token ids" in result.failures[0].message
+    result = check_bpe_encode(lambda piece, merges: [1 / 0])
+    assert "raised ZeroDivisionError" in result.failures[0].message
+    result = check_bpe_encode(lambda piece, merges: [str(b) for b in piece])
+    assert "every entry must be a token id" in result.failures[0].message
+    with pytest.raises(TypeError, match="fn must be your function"):
+        check_bpe_encode("encode")
+    with pytest.raises(TypeError, match="fn must take 2 arguments"):
+        check_bpe_encode(lambda piece: piece)

@@ -11,7 +11,8 @@ checked by :func:`check_td_target`; and by Lecture 4 (actor-critic): generalised
 advantage estimates over episodes that terminate or are truncated, checked by
 :func:`check_gae`; and by Lecture 5 (TRPO): conjugate gradient with a
 matrix-vector product, checked by :func:`check_conjugate_gradient`; and by Lecture 6
-(PPO): the clipped policy loss, per action or per token, checked by :func:`check_ppo_loss`.
+(PPO): the clipped policy loss, per action or per token, checked by :func:`check_ppo_loss`; and by Lecture 11
+(tokenization): the BPE encoding of one piece, checked by :func:`check_bpe_encode`.
 
 Each checker runs your function on several small worlds (terminal states,
 a discount close to 1, a discount of 0 or of 1, several actions), compares
@@ -1171,5 +1172,187 @@ def check_ppo_loss(fn: Callable) -> CheckResult:
                     np.allclose(other_new.grad.numpy(), grad, rtol=1e-6, atol=1e-9):
                 hint = text
                 break
+        results.append(CaseResult(case.name, False, message, hint))
+    return CheckResult(checker, tuple(results))
+
+
+# =========================================================================== Lecture 11: BPE encoding
+#
+# Lecture 11 (Tokenization) asks for ``encode_piece(piece, merges) -> ids``: the token ids of
+# one pre-tokenized piece (bytes) under a list of learned merges (the i-th makes id 256 + i),
+# checked by :func:`check_bpe_encode` against rl2llm.tokenizer.BPETokenizer.
+
+_BPE_CALL = "encode_piece(piece, merges)"
+
+
+@dataclass(frozen=True)
+class _BPECase:
+    name: str
+    piece: bytes
+    merges: tuple[tuple[int, int], ...]
+
+
+def _bpe_cases() -> list[_BPECase]:
+    from .corpora import corpus
+    from .tokenizer import train_bpe
+
+    a, b, c, d = b"abcd"
+    trained = train_bpe(corpus("stories", n_chars=20_000, seed=3), 400)
+    assert trained.merge_ids == list(range(256, 256 + len(trained.merges)))
+    return [
+        _BPECase("no merges: the piece's bytes", b"hello", ()),
+        _BPECase("a merge that occurs twice: 'banana' with (a, n)", b"banana", ((97, 110),)),
+        _BPECase("merges that build on earlier merges: 'lowest'", b"lowest",
+                 ((108, 111), (256, 119), (101, 115), (258, 116))),
+        _BPECase("overlapping occurrences: 'aaa' with (a, a)", b"aaa", ((97, 97),)),
+        _BPECase("overlapping occurrences: 'aaaaa' with (a, a), then (aa, aa)", b"aaaaa", ((97, 97), (256, 256))),
+        _BPECase("the earliest merge first, wherever it is: 'abc' with (b, c) before (a, b)", b"abc",
+                 ((b, c), (a, b))),
+        _BPECase("BPE is not the longest match: 'abcd' with (c, d), (a, b), (ab, c)", b"abcd",
+                 ((c, d), (a, b), (257, c))),
+        _BPECase("merges that do not apply", b"xyz", ((97, 98), (256, 99))),
+        _BPECase("an empty piece", b"", ((97, 98),)),
+        _BPECase("a two-byte character: 'é' twice", "éé".encode(), ((195, 169), (256, 256))),
+        _BPECase(f"a word under {len(trained.merges)} merges learned from stories", b" everyone",
+                 tuple(trained.merges)),
+        _BPECase(f"a sentence-long piece under the same {len(trained.merges)} merges",
+                 b"Onceuponatimetherewasalittlecatnamedlily", tuple(trained.merges)),
+    ]
+
+
+def _bpe_reference(piece: bytes, merges) -> list[int]:
+    from .tokenizer import BPETokenizer
+
+    vocab = [bytes([i]) for i in range(256)]
+    for x, y in merges:
+        vocab.append(vocab[x] + vocab[y])
+    tokenizer = BPETokenizer(merges=list(merges), merge_ids=list(range(256, 256 + len(merges))), vocab=vocab,
+                             special_tokens={})
+    return tokenizer._encode_piece(piece)
+
+
+def _bpe_mistakes(piece: bytes, merges) -> list[tuple[list[int], str]]:
+    """What the classic mistakes produce, with the hint for each."""
+    from .tokenizer import merge
+
+    new_ids = list(range(256, 256 + len(merges)))
+    vocab = [bytes([i]) for i in range(256)]
+    for x, y in merges:
+        vocab.append(vocab[x] + vocab[y])
+
+    def first_only(ids, pair, new):
+        for i in range(len(ids) - 1):
+            if (ids[i], ids[i + 1]) == pair:
+                return ids[:i] + [new] + ids[i + 2:]
+        return ids
+
+    def right_to_left(ids, pair, new):
+        out = merge(ids[::-1], pair[::-1], new)
+        return out[::-1]
+
+    def apply(order, step):
+        ids = list(piece)
+        for k in order:
+            ids = step(ids, merges[k], new_ids[k])
+        return ids
+
+    def by_position():   # merge the leftmost pair that is any learned merge, whatever its rank
+        ids, rank = list(piece), {pair: k for k, pair in enumerate(merges)}
+        while True:
+            where = next((i for i in range(len(ids) - 1) if (ids[i], ids[i + 1]) in rank), None)
+            if where is None:
+                return ids
+            k = rank[(ids[where], ids[where + 1])]
+            ids = ids[:where] + [new_ids[k]] + ids[where + 2:]
+
+    def longest_match():
+        index = {}
+        for i, token in enumerate(vocab):
+            index.setdefault(token, i)
+        ids, at = [], 0
+        while at < len(piece):
+            end = max(e for e in range(at + 1, len(piece) + 1) if piece[at:e] in index)
+            ids.append(index[piece[at:end]])
+            at = end
+        return ids
+
+    def one_merge():
+        rank = {pair: k for k, pair in enumerate(merges)}
+        ids = list(piece)
+        pairs = [p for p in zip(ids, ids[1:]) if p in rank]
+        if not pairs:
+            return ids
+        best = min(pairs, key=rank.get)
+        return merge(ids, best, new_ids[rank[best]])
+
+    order = range(len(merges))
+    return [
+        (apply(order, first_only), "each merge replaced only its first occurrence: replace every occurrence, "
+                                   "left to right, before moving to the next merge"),
+        (apply(order, right_to_left), "overlapping occurrences were merged from the right: 'aaa' with (a, a) is "
+                                      "[aa, a], scanning left to right"),
+        (apply(reversed(order), merge), "the merges were applied latest first: apply them in the order they were "
+                                        "learned (merge 0 first), since later merges are built from earlier ones"),
+        (by_position(), "you merged the leftmost learned pair, whatever its rank: merge the pair learned earliest "
+                        "(the lowest index in merges) first, wherever it is"),
+        (longest_match(), "this is the longest match against the vocabulary (WordPiece's way), not BPE: replay the "
+                          "merges, earliest first"),
+        (one_merge(), "you stopped after the first merge that applied: keep merging until no learned pair is left"),
+    ]
+
+
+def _bpe_text(ids, merges) -> str:
+    """Ids as the text of their tokens, e.g. ['lo', 'w'] (for messages)."""
+    vocab = [bytes([i]) for i in range(256)]
+    for x, y in merges:
+        vocab.append(vocab[x] + vocab[y])
+    return "[" + ", ".join(repr(vocab[i].decode("utf-8", "replace")) if 0 <= i < len(vocab) else "?"
+                           for i in ids) + "]"
+
+
+def check_bpe_encode(fn: Callable) -> CheckResult:
+    """Check ``fn(piece, merges) -> ids``: the BPE encoding of one pre-tokenized piece.
+
+    ``piece`` is bytes; ``merges`` a list of pairs of ids, the ``i``-th of which
+    makes token ``256 + i`` (ids ``0 .. 255`` are the bytes themselves). The
+    answer is a list of ints: the merges replayed on the piece's bytes, the one
+    learned earliest first, every occurrence left to right, until none
+    applies. The reference is :class:`rl2llm.tokenizer.BPETokenizer`. The cases
+    include no merges, overlapping occurrences ("aaa"), a merge order that
+    differs from the order in the text, a case where the longest match differs
+    from BPE, an empty piece, a two-byte character and merges learned from the
+    book's stories.
+    """
+    checker = "check_bpe_encode"
+    _check_callable(fn, checker, 2, _BPE_CALL)
+    results = []
+    for case in _bpe_cases():
+        right = _bpe_reference(case.piece, case.merges)
+        answer, error = _call(fn, (case.piece, [tuple(m) for m in case.merges]))
+        if error:
+            results.append(CaseResult(case.name, False, error))
+            continue
+        if answer is None:
+            results.append(CaseResult(case.name, False, "returned None instead of the ids; did you forget the "
+                                                         "return statement?"))
+            continue
+        if isinstance(answer, (bytes, str)) or not hasattr(answer, "__iter__"):
+            results.append(CaseResult(case.name, False, f"returned {describe(answer)}; expected a list of token "
+                                                         "ids (ints)"))
+            continue
+        ids = list(answer)
+        bad = [x for x in ids if isinstance(x, bool) or not isinstance(x, (int, np.integer))]
+        if bad:
+            results.append(CaseResult(case.name, False, f"returned a list holding {describe(bad[0])}; every "
+                                                         "entry must be a token id (an int)"))
+            continue
+        ids = [int(x) for x in ids]
+        if ids == right:
+            results.append(CaseResult(case.name, True))
+            continue
+        k = next((i for i, (x, y) in enumerate(zip(ids, right)) if x != y), min(len(ids), len(right)))
+        message = (f"yours {ids} = {_bpe_text(ids, case.merges)}, expected {right} = "
+                   f"{_bpe_text(right, case.merges)} (they first differ at position {k})")
+        hint = next((text for values, text in _bpe_mistakes(case.piece, case.merges) if values == ids), "")
         results.append(CaseResult(case.name, False, message, hint))
     return CheckResult(checker, tuple(results))
