@@ -386,3 +386,23 @@ def test_attention_names_its_bad_argument(call, error, fragment):
 def test_positions_caches_and_models_name_their_bad_argument(call, error, fragment):
     with pytest.raises(error, match=fragment):
         call()
+
+
+# --------------------------------------------------------------------------- memory accounting
+
+
+def test_peak_tensor_bytes_sees_the_two_score_matrices_of_naive_attention_and_none_in_the_fused_kernel():
+    from rl2llm.attention import peak_tensor_bytes
+
+    H, T, d = 2, 256, 16
+    q, k, v = qkv(batch=(1,), heads=H, Tq=T, d=d)
+    scores = H * T * T * 4
+    naive = peak_tensor_bytes(lambda: scaled_dot_product_attention(q, k, v))
+    fused = peak_tensor_bytes(lambda: F.scaled_dot_product_attention(q, k, v))
+    out = H * T * d * 4
+    assert 2 * scores <= naive <= 2 * scores + 4 * out
+    assert out <= fused < scores / 4
+    assert peak_tensor_bytes(lambda: q.transpose(-2, -1)) == 0          # a view
+    assert peak_tensor_bytes(lambda: torch.zeros(10, dtype=torch.float64)) == 80
+    with pytest.raises(TypeError, match="fn must be a function"):
+        peak_tensor_bytes(3)

@@ -15,7 +15,8 @@ attend.
 * :func:`sinusoidal_positions`, :func:`apply_rope`, :func:`alibi_slopes`,
   :func:`alibi_bias` — four ways to tell attention where a token is (learned
   positions are an ``nn.Embedding``, see :class:`TinyAttentionModel`).
-* :func:`kv_cache_bytes` — the memory a KV cache takes, in bytes.
+* :func:`kv_cache_bytes` — the memory a KV cache takes, in bytes; :func:`peak_tensor_bytes`
+  — the memory a computation's tensors take at their peak, measured.
 * :func:`lag_task`, :class:`TinyAttentionModel`, :func:`train_lag_model` — the
   chapter's small experiment: repeat the token ``lag`` places back, trained on
   short sequences and tested on long ones.
@@ -27,10 +28,13 @@ Every public function checks its arguments and raises a ``TypeError`` or
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from . import _validate as check
 from .dqn import flush_denormals, torch_threads
@@ -303,6 +307,54 @@ def kv_cache_bytes(n_layers: int, n_kv_heads: int, head_dim: int, seq_len: int, 
     return 2 * math.prod(sizes)
 
 
+class _TensorMeter(TorchDispatchMode):
+    """Counts the bytes of the tensors PyTorch operations create while it is active, and their peak."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self._storages: set[int] = set()
+
+    def _freed(self, pointer: int, n: int) -> None:
+        self._storages.discard(pointer)
+        self.live -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                  if isinstance(t, torch.Tensor)}
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                pointer, n = storage.data_ptr(), storage.nbytes()
+                # a view or an in-place result shares an input's memory: nothing new
+                if n and pointer not in inputs and pointer not in self._storages:
+                    self._storages.add(pointer)
+                    self.live += n
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(t, self._freed, pointer, n)
+        return out
+
+
+def peak_tensor_bytes(fn) -> int:
+    """The largest number of bytes held at once by tensors that ``fn()`` creates (its result included).
+
+    Every PyTorch operation's output is counted when it is made and released
+    when it is freed; the peak is what the call needed on top of its inputs.
+    Views and in-place results allocate nothing and are not counted; buffers
+    a kernel allocates internally and frees before returning are not seen
+    either (for a fused attention kernel, a few blocks of scores per thread).
+    Gradients are not recorded while it runs.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be a function of no arguments, got {check.describe(fn)}")
+    meter = _TensorMeter()
+    with torch.no_grad(), meter:
+        result = fn()
+        del result
+    return meter.peak
+
+
 # --------------------------------------------------------------------------- multi-head attention
 
 
@@ -506,13 +558,16 @@ class TinyAttentionModel(nn.Module):
     positions enter: ``"sinusoidal"`` and ``"learned"`` are added to the token
     embeddings (a learned table has ``max_len`` rows: it knows no position
     beyond), ``"rope"`` and ``"alibi"`` act inside every attention layer, and
-    ``"none"`` gives the model no position at all. Lecture 10 builds the full
-    transformer; this one exists to compare positional schemes.
+    ``"none"`` gives the model no position at all. ``causal=False`` lets every
+    position see the whole sequence, the future included (a gotcha of the
+    chapter). Lecture 10 builds the full transformer; this one exists to
+    compare positional schemes.
     """
 
     def __init__(self, vocab: int, d_model: int = 64, n_heads: int = 4, n_layers: int = 2, *,
-                 positional: str = "rope", max_len: int = 512, mlp: bool = True):
+                 positional: str = "rope", max_len: int = 512, mlp: bool = True, causal: bool = True):
         super().__init__()
+        self.causal = check.as_bool("causal", causal)
         vocab = check.as_int("vocab", vocab, 2)
         d_model = check.as_int("d_model", d_model, 2)
         n_layers = check.as_int("n_layers", n_layers, 1)
@@ -558,10 +613,10 @@ class TinyAttentionModel(nn.Module):
         maps = []
         for attention, norm, mlp in zip(self.attention, self.attention_norms, self.mlps):
             if return_weights:
-                out, weights = attention(norm(x), causal=True, return_weights=True)
+                out, weights = attention(norm(x), causal=self.causal, return_weights=True)
                 maps.append(weights)
             else:
-                out = attention(norm(x), causal=True)
+                out = attention(norm(x), causal=self.causal)
             x = x + out
             if self.has_mlp:
                 x = x + mlp(x)
