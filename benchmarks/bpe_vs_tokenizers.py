@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
             **provenance(("rl2llm", "tokenizers", "numpy", "regex")),
             "load_average": {"before": load_before, "after": load_average()},
             "settings": {"quick": args.quick, "repeats": repeats, "threads": args.threads, "text_bytes": n_chars,
-                         "min_frequency": MIN_FREQUENCY, "vocab_sizes": sizes, "zipf_vocab": args.zipf_vocab},
+                         "min_frequency": MIN_FREQUENCY, "vocab_sizes": sizes, "zipf_vocab": args.zipf_vocab,
+                         "naive_up_to": args.naive_up_to},
             "goals": GOALS, "summary": summary, "rows": rows}
     out = args.out or (None if args.quick else RESULTS)
     if out is not None:

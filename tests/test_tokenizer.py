@@ -391,3 +391,73 @@ def test_check_bpe_encode_reports_bad_answers_and_bad_arguments():
         check_bpe_encode("encode")
     with pytest.raises(TypeError, match="fn must take 2 arguments"):
         check_bpe_encode(lambda piece: piece)
+
+
+# --------------------------------------------------------------------------- the benchmark and its page
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """The BPE benchmark's quick mode, small vocabularies, results to a temporary file."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bpe_vs_tokenizers.py"
+    spec = importlib.util.spec_from_file_location("bpe_vs_tokenizers", script)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bpe_vs_tokenizers"] = bench
+    spec.loader.exec_module(bench)
+    out = tmp_path_factory.mktemp("bench") / "bpe.json"
+    data = bench.main(["--quick", "--vocab-sizes", "400", "--zipf-vocab", "400", "--naive-up-to", "400",
+                       "--out", str(out)])
+    return data, out
+
+
+def test_benchmark_quick_run_compares_all_three_trainers(bench_run):
+    data, out = bench_run
+    assert out.exists() and data["settings"]["quick"]
+    assert [r["text"] for r in data["rows"]] == ["the book's corpus", "many distinct words"]
+    for row in data["rows"]:
+        assert set(row["seconds"]) == {"naive", "incremental", "tokenizers"}
+        assert row["same_merges_naive_incremental"]
+        assert abs(row["compression_gap"]) < 0.02 and row["merges_in_common"] > 0.8 * row["merges"]["ours"]
+        assert row["bytes_per_token"]["ours"]["all"] > 1.0
+    assert set(data["summary"]) >= {"incremental_speedup", "compression_gap", "tokenizers_over_incremental",
+                                    "speedup_goal_met", "compression_goal_met"}
+
+
+def _render_benchmark_page(tmp_path, edition, results):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    src = tmp_path / f"src-{edition}"
+    (src / "benchmarks" / "results").mkdir(parents=True)
+    if results is not None:
+        shutil.copy(results, src / "benchmarks" / "results" / "bpe.json")
+    (src / "conf.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(repo / 'book' / '_ext')!r})\n"
+        "extensions = ['myst_parser', 'rl2llm_benchmarks']\n"
+        f"def setup(app):\n    app.add_config_value('rl2llm_edition', {edition!r}, 'env')\n")
+    (src / "index.md").write_text("# Benchmarks\n\n```{bpe-benchmark} benchmarks/results/bpe.json\n```\n")
+    build = subprocess.run([sys.executable, "-m", "sphinx", "-W", "-E", "-b", "html", str(src),
+                            str(tmp_path / f"out-{edition}")], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return (tmp_path / f"out-{edition}" / "index.html").read_text()
+
+
+def test_benchmark_page_renders_in_both_editions(bench_run, tmp_path):
+    from bs4 import BeautifulSoup
+
+    _, out = bench_run
+    scientist = _render_benchmark_page(tmp_path, "scientist", out)
+    assert "Verdict" in scientist and "quick run" in scientist and "incremental trainer" in scientist
+    assert "naive / incr." in scientist and "RAYON_NUM_THREADS" in scientist
+    manager = BeautifulSoup(_render_benchmark_page(tmp_path, "manager", out), "html.parser")
+    body = manager.select_one('[role="main"]') or manager.body
+    assert "fast trainer" in body.get_text() and not body.select("pre"), "the manager edition shows code"
+    missing = _render_benchmark_page(tmp_path / "none", "scientist", None)
+    assert "No results file yet" in missing and "bpe_vs_tokenizers.py" in missing
