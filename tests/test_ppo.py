@@ -119,6 +119,10 @@ def test_the_switches_change_what_they_name():
     # a tiny target_kl stops every update after its first epoch
     early = PPOConfig(**{**config_dict(TINY), "n_epochs": 10, "target_kl": 1e-9})
     assert np.all(train_ppo("CartPole-v1", early, seed=0).epochs < 10)
+    # no clip: the plain importance-weighted surrogate; no clip fraction to report
+    free = train_ppo("CartPole-v1", PPOConfig(**{**config_dict(TINY), "clip_range": None}), seed=0)
+    assert np.all(np.isnan(free.clip_fractions)) and np.all(np.isnan(free.clip_ranges))
+    assert np.all(free.approx_kl >= 0) and np.all(np.isfinite(free.value_losses))
     # the other switches run
     for change in ({"clip_range_vf": 0.2}, {"orthogonal_init": False}, {"max_grad_norm": None},
                    {"ent_coef": 0.01}, {"normalize_advantage": False}):
