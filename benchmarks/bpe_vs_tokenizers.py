@@ -35,14 +35,17 @@ Compression (bytes per token, more is better) is measured on held-out text
 (seed 1): 100 KB of each corpus, and 300 KB of made-up words.
 
 Goals, checked in the same run: the incremental trainer at least 10 times as
-fast as the naive one on 1 MB, judged on each text at the largest vocabulary
+fast as the naive one on 1 MB, by CPU time (both run single-threaded in this
+process, and CPU time is what other work on a shared machine disturbs least;
+the wall-clock ratio is recorded too), judged on each text at the largest vocabulary
 size both run (on the book's corpus training then runs to the end: every merge
 the text allows), and our compression within 2 %
 of the ``tokenizers`` vocabulary of the same size. The ratio is also reported
 for the smaller sizes, where it is lower: both of our trainers first split the
 text into words (the same step, timed on its own as ``split_seconds``), and
 with few merges to learn that shared step is most of the time. The speed ratio to ``tokenizers`` is
-reported as it comes out.
+reported as it comes out, by the wall clock (``tokenizers`` runs several threads,
+so its CPU time adds theirs up).
 
 Writes ``benchmarks/results/bpe.json``, which ``book/benchmarks.md`` shows;
 ``--quick`` (100 KB, one vocabulary size per text, one repeat) writes a file only where
@@ -246,19 +249,24 @@ def main(argv: list[str] | None = None) -> dict:
             for t in dict.fromkeys(r["text"] for r in with_naive)]
     label = lambda r: f"{r['text']} ({r['vocab_size']})"   # noqa: E731
     summary = {
-        "incremental_speedup": min(r["seconds"]["naive"] / r["seconds"]["incremental"] for r in full),
+        # ours against ours: both single-threaded in one process, so judged by CPU time, which other work on a
+        # shared machine disturbs far less than the wall clock (both are recorded)
+        "incremental_speedup": min(r["cpu_seconds"]["naive"] / r["cpu_seconds"]["incremental"] for r in full),
+        "incremental_speedup_wall": min(r["seconds"]["naive"] / r["seconds"]["incremental"] for r in full),
         "incremental_speedup_at": [label(r) for r in full],
-        "incremental_speedup_by_row": {label(r): r["seconds"]["naive"] / r["seconds"]["incremental"]
+        "incremental_speedup_by_row": {label(r): r["cpu_seconds"]["naive"] / r["cpu_seconds"]["incremental"]
                                        for r in with_naive},
-        "incremental_cpu_speedup_by_row": {label(r): r["cpu_seconds"]["naive"] / r["cpu_seconds"]["incremental"]
-                                           for r in with_naive},
+        "incremental_wall_speedup_by_row": {label(r): r["seconds"]["naive"] / r["seconds"]["incremental"]
+                                            for r in with_naive},
         "compression_gap": max(abs(r["compression_gap"]) for r in rows),
+        # ours against tokenizers: by the wall clock (tokenizers uses several threads, and its CPU time adds them)
         "tokenizers_over_incremental": {label(r): r["seconds"]["tokenizers"] / r["seconds"]["incremental"]
                                         for r in rows},
     }
     summary["speedup_goal_met"] = summary["incremental_speedup"] >= GOALS["incremental_speedup"]
     summary["compression_goal_met"] = summary["compression_gap"] <= GOALS["compression_gap"]
-    print(f"incremental over naive, smallest at the largest sizes: {summary['incremental_speedup']:.1f}x "
+    print(f"incremental over naive by CPU time, smallest at the largest sizes: {summary['incremental_speedup']:.1f}x "
+          f"(wall clock {summary['incremental_speedup_wall']:.1f}x) "
           f"(goal {GOALS['incremental_speedup']:g}x: {'met' if summary['speedup_goal_met'] else 'MISSED'})")
     print(f"compression gap to tokenizers, largest: {summary['compression_gap']:.2%} "
           f"(goal {GOALS['compression_gap']:.0%}: {'met' if summary['compression_goal_met'] else 'MISSED'})")

@@ -310,8 +310,8 @@ class BPEBenchmark(_ResultsDirective):
     def _label(self, row: dict) -> str:
         if self.manager:
             text = "the book's text" if row["text"] == "the book's corpus" else "made-up words"
-            return f"{text}, {_fmt_int(row['vocab_size'])} pieces"
-        return f"{row['text']}, vocabulary {_fmt_int(row['vocab_size'])}"
+            return f"{text} ({_fmt_int(row['vocab_size'])} pieces)"
+        return f"{row['text']} ({_fmt_int(row['vocab_size'])} tokens)"
 
     def _verdict(self, data: dict) -> str:
         s, goals, rows = data["summary"], data["goals"], data["rows"]
@@ -321,8 +321,12 @@ class BPEBenchmark(_ResultsDirective):
         with_naive = [r for r in rows if "naive" in r["seconds"]]
         judged = [max((r for r in with_naive if r["text"] == t), key=lambda r: r["vocab_size"])
                   for t in dict.fromkeys(r["text"] for r in with_naive)]
-        speedups = "; ".join(f"{r['seconds']['naive'] / r['seconds']['incremental']:.1f} times on {self._label(r)}"
-                             for r in judged)
+        speedups = ", ".join(f"{r['cpu_seconds']['naive'] / r['cpu_seconds']['incremental']:.1f} times on "
+                             f"{self._label(r)}" for r in judged)
+        if not self.manager:
+            speedups = ("by CPU time, which other work on the machine disturbs least: " + speedups
+                        + "; by the wall clock: " + " and ".join(
+                            f"{r['seconds']['naive'] / r['seconds']['incremental']:.1f}" for r in judged) + " times")
         words = []
         if s["speedup_goal_met"]:
             words.append(f"{fast.capitalize()} is at least {goals['incremental_speedup']:g} times as fast as "
