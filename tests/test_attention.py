@@ -406,3 +406,63 @@ def test_peak_tensor_bytes_sees_the_two_score_matrices_of_naive_attention_and_no
     assert peak_tensor_bytes(lambda: torch.zeros(10, dtype=torch.float64)) == 80
     with pytest.raises(TypeError, match="fn must be a function"):
         peak_tensor_bytes(3)
+
+
+# --------------------------------------------------------------------------- the exercise's checker
+
+
+def _reader_attention(q, k, v, causal):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if causal:
+        Tq, Tk = scores.shape[-2:]
+        scores = scores.masked_fill(torch.ones(Tq, Tk, dtype=torch.bool).triu(Tk - Tq + 1), float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def test_the_attention_checker_passes_a_right_solution_and_ours():
+    from rl2llm.exercises import check_attention
+
+    assert check_attention(_reader_attention).passed
+    assert check_attention(lambda q, k, v, causal: scaled_dot_product_attention(q, k, v, causal=causal)).passed
+
+
+@pytest.mark.parametrize("variant, fragment", [
+    ("no_scale", "not divided by sqrt(d)"),
+    ("by_d", "you divided the scores by d"),
+    ("query_axis", "runs over the queries"),
+    ("no_mask", "must not see the keys after"),
+    ("zero_fill", "set to 0"),
+    ("inverted", "hides the past and shows the future"),
+    ("strict", "also hides each query's own key"),
+    ("top_left", "aligned to the first keys"),
+])
+def test_the_attention_checker_names_the_classic_mistakes(variant, fragment):
+    from rl2llm.exercises import _attention_reference, check_attention
+
+    result = check_attention(lambda q, k, v, causal: _attention_reference(q, k, v, causal, variant))
+    assert not result.passed
+    assert any(fragment in case.hint for case in result.failures), result.report()
+
+
+def test_the_attention_checker_describes_malformed_answers_and_exceptions():
+    from rl2llm.exercises import check_attention
+
+    def overflowing(q, k, v, causal):   # a softmax without the maximum subtracted
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if causal:
+            Tq, Tk = scores.shape[-2:]
+            scores = scores.masked_fill(torch.ones(Tq, Tk, dtype=torch.bool).triu(Tk - Tq + 1), float("-inf"))
+        e = scores.exp()
+        return (e / e.sum(-1, keepdim=True)) @ v
+
+    report = check_attention(overflowing).report()
+    assert "6 of 7 cases pass" in report and "subtracted" in report
+    weights_only = check_attention(lambda q, k, v, c: torch.softmax(q @ k.transpose(-2, -1), -1)).report()
+    assert "multiply them by v" in weights_only
+    assert "forget the return" in check_attention(lambda q, k, v, c: None).report()
+    assert "raised ZeroDivisionError" in check_attention(lambda q, k, v, c: 1 / 0).report()
+    assert "tuple" in check_attention(lambda q, k, v, c: (_reader_attention(q, k, v, c), None)).report()
+    with pytest.raises(TypeError, match="fn must be your function"):
+        check_attention("attention")
+    with pytest.raises(TypeError, match="fn must take 4 arguments"):
+        check_attention(lambda q, k, v: q)

@@ -12,7 +12,8 @@ advantage estimates over episodes that terminate or are truncated, checked by
 :func:`check_gae`; and by Lecture 5 (TRPO): conjugate gradient with a
 matrix-vector product, checked by :func:`check_conjugate_gradient`; and by Lecture 6
 (PPO): the clipped policy loss, per action or per token, checked by :func:`check_ppo_loss`; and by Lecture 11
-(tokenization): the BPE encoding of one piece, checked by :func:`check_bpe_encode`.
+(tokenization): the BPE encoding of one piece, checked by :func:`check_bpe_encode`; and by
+Lecture 9 (attention): scaled dot-product attention with a causal mask, checked by :func:`check_attention`.
 
 Each checker runs your function on several small worlds (terminal states,
 a discount close to 1, a discount of 0 or of 1, several actions), compares
@@ -1354,5 +1355,164 @@ def check_bpe_encode(fn: Callable) -> CheckResult:
         message = (f"yours {ids} = {_bpe_text(ids, case.merges)}, expected {right} = "
                    f"{_bpe_text(right, case.merges)} (they first differ at position {k})")
         hint = next((text for values, text in _bpe_mistakes(case.piece, case.merges) if values == ids), "")
+        results.append(CaseResult(case.name, False, message, hint))
+    return CheckResult(checker, tuple(results))
+
+
+# =========================================================================== Lecture 9: attention
+#
+# Lecture 9 (Attention) asks for ``attention(q, k, v, causal) -> out``: scaled dot-product attention
+# on float64 tensors q (H, Tq, d), k (H, Tk, d), v (H, Tk, dv), the queries being the last Tq of
+# the Tk positions when causal; checked by :func:`check_attention` against PyTorch's softmax.
+
+_ATTENTION_CALL = "attention(q, k, v, causal)"
+
+
+@dataclass(frozen=True)
+class _AttentionCase:
+    name: str
+    shape: tuple[int, int, int, int, int]   # H, Tq, Tk, d, dv
+    causal: bool
+    seed: int
+    spread: float = 1.0                     # scale of the queries and keys
+
+
+def _attention_cases() -> list[_AttentionCase]:
+    return [
+        _AttentionCase("one token, one head (the output is its own value)", (1, 1, 1, 4, 4), False, 0),
+        _AttentionCase("one head, four tokens, no mask", (1, 4, 4, 8, 8), False, 1),
+        _AttentionCase("one head, four tokens, causal", (1, 4, 4, 8, 8), True, 2),
+        _AttentionCase("three heads, six tokens, causal, values of size 5", (3, 6, 6, 8, 5), True, 3),
+        _AttentionCase("two heads, head size 1", (2, 5, 5, 1, 3), False, 4),
+        _AttentionCase("two queries, the last of six positions (decoding with a cache), causal",
+                       (2, 2, 6, 8, 8), True, 5),
+        _AttentionCase("large scores: queries and keys 30 times larger, head size 64", (1, 5, 5, 64, 4),
+                       True, 6, spread=30.0),
+    ]
+
+
+def _attention_inputs(case: _AttentionCase):
+    import torch
+
+    H, Tq, Tk, d, dv = case.shape
+    g = torch.Generator().manual_seed(case.seed)
+    q = case.spread * torch.randn(H, Tq, d, generator=g, dtype=torch.float64)
+    k = case.spread * torch.randn(H, Tk, d, generator=g, dtype=torch.float64)
+    v = torch.randn(H, Tk, dv, generator=g, dtype=torch.float64)
+    return q, k, v
+
+
+def _attention_reference(q, k, v, causal: bool, variant: str = "right"):
+    """The right answer, and the classic mistakes named by ``variant``."""
+    import torch
+
+    d = q.shape[-1]
+    scale = {"no_scale": 1.0, "by_d": 1.0 / d}.get(variant, d ** -0.5)
+    scores = (q @ k.transpose(-2, -1)) * scale
+    Tq, Tk = scores.shape[-2:]
+    if causal and variant != "no_mask":
+        diagonal = {"top_left": 1, "strict": Tk - Tq, "inverted": Tk - Tq}.get(variant, Tk - Tq + 1)
+        hidden = torch.ones(Tq, Tk, dtype=torch.bool).triu(diagonal=diagonal)
+        if variant == "inverted":
+            hidden = ~hidden
+        scores = scores.masked_fill(hidden, 0.0 if variant == "zero_fill" else float("-inf"))
+    weights = torch.softmax(scores, dim=-2 if variant == "query_axis" else -1)
+    return weights if variant == "weights" else weights @ v
+
+
+_ATTENTION_MISTAKES = {
+    "no_scale": "the scores are not divided by sqrt(d) (d = q.shape[-1], the head size): without it the "
+                "softmax saturates as d grows",
+    "by_d": "you divided the scores by d; the scale is 1 / sqrt(d), which keeps their spread at 1",
+    "query_axis": "your softmax runs over the queries; it must run over the keys (the last axis of q @ k^T), "
+                  "so that each query's weights sum to 1",
+    "no_mask": "with causal=True, a query must not see the keys after its own position: set their scores "
+               "to -inf before the softmax",
+    "zero_fill": "the masked scores are set to 0, which still gives them weight (exp(0) = 1): set them to -inf",
+    "inverted": "your mask hides the past and shows the future: hide the keys *after* each query "
+                "(torch.ones(Tq, Tk).triu(diagonal=Tk - Tq + 1))",
+    "strict": "your mask also hides each query's own key; a position may attend to itself: hide only the keys "
+              "after it (triu with diagonal=1 when Tq == Tk)",
+    "top_left": "your mask is aligned to the first keys: with fewer queries than keys, the queries are the "
+                "last Tq positions, so query i sees keys 0 .. Tk - Tq + i (triu with diagonal=Tk - Tq + 1); "
+                "PyTorch's is_causal=True makes the same mistake",
+}
+
+
+def _as_output(answer, shape: tuple[int, ...]):
+    """The reader's answer as a float64 tensor of ``shape``, or a message saying why it is not one."""
+    import torch
+
+    if answer is None:
+        return None, "returned None instead of the output; did you forget the return statement?"
+    if isinstance(answer, tuple) and answer:
+        return None, (f"returned a tuple of {len(answer)}; return only the output tensor of shape "
+                      f"(H, Tq, dv) = {shape}")
+    try:
+        out = torch.as_tensor(answer).to(torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        return None, f"returned {describe(answer)}; the output must be a tensor of shape (H, Tq, dv) = {shape}"
+    if tuple(out.shape) != shape:
+        hint = ""
+        if out.dim() == 3 and out.shape[:2] == shape[:2]:
+            hint = "; it looks like the attention weights (H, Tq, Tk): multiply them by v"
+        return None, f"returned shape {tuple(out.shape)}; expected (H, Tq, dv) = {shape}{hint}"
+    return out, ""
+
+
+def check_attention(fn: Callable) -> CheckResult:
+    """Check ``fn(q, k, v, causal) -> out``: ``softmax(q k^T / sqrt(d) + mask) v`` for one sequence.
+
+    ``q`` is ``(H, Tq, d)``, ``k`` ``(H, Tk, d)`` and ``v`` ``(H, Tk, dv)``,
+    float64 tensors; ``causal`` is True or False. With ``causal``, the queries
+    are the last ``Tq`` of the ``Tk`` positions, so query ``i`` may attend to
+    keys ``0 .. Tk - Tq + i``. The cases include a single token, several heads,
+    a head size of 1, fewer queries than keys and scores large enough to
+    overflow a softmax that does not subtract the maximum. The output counts
+    as right within 1e-6 (absolute and relative) of the reference; common
+    mistakes (no scaling, a softmax over the queries, a mask that shows the
+    future or is aligned to the first keys) are named.
+    """
+    import torch
+
+    checker = "check_attention"
+    _check_callable(fn, checker, 4, _ATTENTION_CALL)
+    results = []
+    for case in _attention_cases():
+        q, k, v = _attention_inputs(case)
+        right = _attention_reference(q, k, v, case.causal)
+        answer, error = _call(fn, (q, k, v, case.causal))
+        if error:
+            results.append(CaseResult(case.name, False, error))
+            continue
+        H, Tq, Tk, d, dv = case.shape
+        out, problem = _as_output(answer, (H, Tq, dv))
+        if problem:
+            results.append(CaseResult(case.name, False, problem))
+            continue
+        if torch.allclose(out, right, rtol=1e-6, atol=1e-6):
+            results.append(CaseResult(case.name, True))
+            continue
+        hint = next((text for variant, text in _ATTENTION_MISTAKES.items()
+                     if torch.allclose(out, _attention_reference(q, k, v, case.causal, variant),
+                                       rtol=1e-6, atol=1e-6, equal_nan=True)
+                     and not torch.allclose(right, _attention_reference(q, k, v, case.causal, variant),
+                                            rtol=1e-6, atol=1e-6)), "")
+        bad = ~torch.isfinite(out)
+        if bad.any():
+            where = tuple(int(i) for i in bad.nonzero()[0])
+            message = f"out{list(where)} = {out[where].item()}: every output must be a finite number"
+            if not hint and case.spread > 1:
+                hint = ("the scores are large here: exp overflows unless each row's maximum is subtracted "
+                        "first (torch.softmax does it for you)")
+            elif not hint:
+                hint = ("a query whose every key is masked divides 0 by 0: check that each query can see "
+                        "at least its own key")
+        else:
+            gap = (out - right).abs()
+            where = tuple(int(i) for i in torch.nonzero(gap == gap.max())[0])
+            message = (f"out differs from the reference in {int((gap > 1e-6).sum())} of {out.numel()} entries; "
+                       f"the largest difference is at out{list(where)} (head {where[0]}, query {where[1]}): "
+                       f"yours {out[where].item():.6g}, expected {right[where].item():.6g}")
         results.append(CaseResult(case.name, False, message, hint))
     return CheckResult(checker, tuple(results))
