@@ -257,6 +257,80 @@ def sb3_ppo(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
     return clock.trained(lambda obs: model.predict(obs, deterministic=True)[0], int(model.num_timesteps))
 
 
+# --------------------------------------------------------------------------- SAC and TD3 (Pendulum-v1)
+
+#: rl-zoo3 hyperparams/sac.yml, Pendulum-v1 (n_timesteps 2e4, policy MlpPolicy): only the learning rate; the rest
+#: are SB3's SAC defaults (buffer 1e6, learning_starts 100, batch 256, tau 0.005, gamma 0.99, one gradient step per
+#: environment step, ent_coef "auto" from 1.0 with target entropy -dim(A), net_arch [256, 256]), which are
+#: SACConfig's defaults.
+ZOO_SAC = dict(learning_rate=1e-3)
+
+#: rl-zoo3 hyperparams/td3.yml, Pendulum-v1 (n_timesteps 2e4, policy MlpPolicy, noise_type normal); the rest are
+#: SB3's TD3 defaults (batch 256, tau 0.005, policy_delay 2, target_policy_noise 0.2, target_noise_clip 0.5),
+#: which with these are TD3Config's defaults.
+ZOO_TD3 = dict(gamma=0.98, buffer_size=200_000, learning_starts=10_000, noise_std=0.1, gradient_steps=-1,
+               train_freq=[1, "episode"], learning_rate=1e-3, policy_kwargs=dict(net_arch=[400, 300]))
+
+
+def _sac_td3_actions(actions: np.ndarray) -> np.ndarray:
+    """Continuous actions for ``evaluate``, which reshapes what ``act`` returns to one entry per observation (the
+    discrete algorithms' shape): an array of objects, each entry one observation's action vector."""
+    actions = np.asarray(actions, dtype=np.float32)
+    rows = np.empty(len(actions), dtype=object)
+    rows[:] = list(actions)
+    return rows
+
+
+def ours_sac(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
+    from rl2llm.offpolicy import SACConfig, train_sac
+
+    clock = Clock()
+    result = train_sac(env_id, SACConfig(total_steps=total_steps, learning_rate=ZOO_SAC["learning_rate"]),
+                       seed=seed, eval_every=0, threads=threads)
+    actor = result.actor
+    return clock.trained(lambda obs: _sac_td3_actions(actor.act(obs)), result.env_steps)
+
+
+def sb3_sac(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
+    clock = Clock()
+    model = sb3.SAC("MlpPolicy", env_id, seed=seed, device="cpu", verbose=0, **ZOO_SAC)
+    model.set_logger(QUIET)
+    model.learn(total_timesteps=total_steps)
+    return clock.trained(lambda obs: _sac_td3_actions(model.predict(obs, deterministic=True)[0]),
+                         int(model.num_timesteps))
+
+
+def ours_td3(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
+    from rl2llm.offpolicy import TD3Config, train_td3
+
+    z = ZOO_TD3
+    episode = 200  # Pendulum-v1's episodes are always 200 steps (it never terminates): [1, "episode"] = 200 steps
+    config = TD3Config(total_steps=total_steps, gamma=z["gamma"], buffer_size=z["buffer_size"],
+                       learning_starts=z["learning_starts"], action_noise=z["noise_std"], train_every=episode,
+                       gradient_steps=episode, learning_rate=z["learning_rate"],
+                       hidden=tuple(z["policy_kwargs"]["net_arch"]))
+    clock = Clock()
+    result = train_td3(env_id, config, seed=seed, eval_every=0, threads=threads)
+    actor = result.actor
+    return clock.trained(lambda obs: _sac_td3_actions(actor.act(obs)), result.env_steps)
+
+
+def sb3_td3(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    z = ZOO_TD3
+    clock = Clock()
+    noise = NormalActionNoise(mean=np.zeros(1), sigma=z["noise_std"] * np.ones(1))
+    model = sb3.TD3("MlpPolicy", env_id, gamma=z["gamma"], buffer_size=z["buffer_size"],
+                    learning_starts=z["learning_starts"], action_noise=noise, gradient_steps=z["gradient_steps"],
+                    train_freq=tuple(z["train_freq"]), learning_rate=z["learning_rate"],
+                    policy_kwargs=z["policy_kwargs"], seed=seed, device="cpu", verbose=0)
+    model.set_logger(QUIET)
+    model.learn(total_timesteps=total_steps)
+    return clock.trained(lambda obs: _sac_td3_actions(model.predict(obs, deterministic=True)[0]),
+                         int(model.num_timesteps))
+
+
 # --------------------------------------------------------------------------- the table of algorithms
 
 
@@ -288,6 +362,15 @@ ALGORITHMS = {
                      "lin_0.001 and lin_0.2: learning rate and clip range fall linearly to 0 (our anneal_lr and "
                      "anneal_clip); the rest are SB3's PPO defaults, which are PPOConfig's defaults",
                      speed_goal=2.0),
+    "sac": Algorithm("SAC", "Pendulum-v1", 20_000, 1_000, ours_sac, sb3_sac, ZOO_SAC,
+                     "the rest are SB3's SAC defaults, which are SACConfig's defaults; both sides use the "
+                     "deterministic action (tanh of the mean) for evaluation",
+                     return_goal=-157.0, speed_goal=1.0),
+    "td3": Algorithm("TD3", "Pendulum-v1", 20_000, 1_000, ours_td3, sb3_td3, ZOO_TD3,
+                     "train_freq [1, 'episode'] with gradient_steps -1 is train_every=200, gradient_steps=200 "
+                     "(Pendulum's episodes are always 200 steps); noise_std 0.1 is Gaussian noise in the [-1, 1] "
+                     "action scale on both sides; the rest are SB3's TD3 defaults",
+                     return_goal=-152.0, speed_goal=1.0),
 }
 
 

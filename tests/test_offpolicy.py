@@ -35,8 +35,8 @@ from rl2llm.offpolicy import (
 
 ENV = "Pendulum-v1"
 #: Runs small enough for the fast tests: 300 steps, training from step 100.
-TINY_SAC = SACConfig(total_steps=300, learning_starts=100, batch_size=16, buffer_size=1000, hidden=(16, 16))
-TINY_TD3 = TD3Config(total_steps=300, learning_starts=100, batch_size=16, buffer_size=1000, hidden=(16, 16),
+TINY_SAC = SACConfig(total_steps=300, learning_starts=100, batch_size=32, buffer_size=1000, hidden=(16, 16))
+TINY_TD3 = TD3Config(total_steps=300, learning_starts=100, batch_size=32, buffer_size=1000, hidden=(16, 16),
                      train_every=50, gradient_steps=50)
 
 
@@ -327,7 +327,8 @@ def test_seeds_trained_side_by_side_are_the_runs_trained_alone(config):
     for r in group:
         alone = (train_sac if isinstance(config, SACConfig) else train_td3)(ENV, config, seed=r.seed, eval_every=150,
                                                                             eval_episodes=2)
-        assert np.array_equal(r.episode_returns, alone.episode_returns)
+        # the same arithmetic, to rounding: PyTorch may use other vector instructions on a tensor of another size
+        assert np.allclose(r.episode_returns, alone.episode_returns, rtol=1e-6)
         assert np.allclose(r.q_means, alone.q_means, rtol=1e-5, atol=1e-5)
         assert np.allclose(r.eval_returns, alone.eval_returns, rtol=1e-5)
 

@@ -34,11 +34,14 @@ matrix multiply. The twin critics of TD3 and SAC are one stack of two, and
 for networks this small a CPU spends most of a gradient step on the fixed cost
 of each PyTorch call, which the agents then share. Every agent has its own
 environment, buffer and random numbers, so a seed's run is the same alone or in
-a group (tested). Lecture 6's :class:`rl2llm.ppo.GaussianMLP` has one learned
-standard deviation for all states and feeds clipped samples to the
-environment; SAC's policy needs a standard deviation per state and squashes its
-samples with ``tanh``, so its actor (:class:`SquashedGaussianActor`) is its own
-class, whose log-density uses the same Gaussian formula.
+a group, to rounding (tested; PyTorch may compute the same arithmetic with other
+vector instructions for a tensor of another size, and a long run can amplify such
+last-bit differences, as it would those between two machines).
+
+Lecture 6's :class:`rl2llm.ppo.GaussianMLP` has one learned standard deviation
+for all states and feeds clipped samples to the environment; SAC's policy needs a
+standard deviation per state and squashes its samples with ``tanh``, so its actor
+(:class:`SquashedGaussianActor`) is its own class, whose log-density uses the same Gaussian formula.
 
 Every public function checks its arguments and raises a ``TypeError`` or
 ``ValueError`` that names the bad one.
@@ -707,7 +710,8 @@ def train_seeds(env_id: str, config: SACConfig | TD3Config, seeds: Sequence[int]
     buffers in turn, and their networks are stacks (:class:`MLPStack`) updated together:
     for small networks almost as fast as one agent. Seed ``s`` seeds its environment's
     first reset, its networks' initialisation, its buffer and its noise, so it gives the
-    same run alone (:func:`train_sac`, :func:`train_td3`) or with others.
+    same run alone (:func:`train_sac`, :func:`train_td3`) or with others, to rounding (see the
+    module's docstring); the same group of seeds always gives the same runs.
 
     With ``eval_every > 0`` every agent's deterministic policy plays ``eval_episodes``
     episodes each time another ``eval_every`` steps have passed (starts apart from
@@ -843,22 +847,26 @@ def _sample(buffers: list[ReplayBuffer], batch_size: int) -> _Batch:
     return _Batch(*(torch.stack([getattr(b, name) for b in batches]) for name in _Batch._fields))
 
 
+def _sac_sample(actor, obs, noise, correction: bool = True):
+    """A reparameterised sample of the squashed Gaussian policy, ``tanh(mean + std * noise)``, and its log-probability."""
+    mean, log_std = actor(obs)
+    pre_tanh = mean + log_std.exp() * noise
+    return torch.tanh(pre_tanh), _squashed_log_prob(mean, log_std, pre_tanh, correction)
+
+
 def _sac_update(batch: _Batch, actor, critics, target_critics, log_alpha, actor_opt, critic_opt, c: SACConfig,
                 noise, target_entropy: float):
     """One gradient step of SAC for every agent; returns per-agent statistics (critic loss, mean Q,
     temperature, entropy estimate)."""
     n = batch.obs.shape[1]
-    # The policy at the batch's states and next states, in one pass: reparameterised samples
-    mean, log_std = actor(torch.cat([batch.obs, batch.next_obs], dim=1))
-    pre_tanh = mean + log_std.exp() * noise
-    log_prob = _squashed_log_prob(mean, log_std, pre_tanh, c.log_prob_correction)   # (agents, 2n)
-    action = torch.tanh(pre_tanh)
-    alpha = log_alpha.detach().exp() if log_alpha is not None else torch.full((len(mean),), c.ent_coef)
+    alpha = log_alpha.detach().exp() if log_alpha is not None else torch.full((len(batch.obs),), c.ent_coef)
 
     # Critics: regress on r + gamma * (min of the target critics - alpha * log pi) at the next state
     with torch.no_grad():
-        next_q = target_critics(batch.next_obs, action[:, n:]).min(dim=1).values
-        soft_value = next_q - alpha[:, None] * log_prob[:, n:]
+        next_action, next_log_prob = _sac_sample(actor, batch.next_obs, noise[:, n:].contiguous(),
+                                                   c.log_prob_correction)
+        next_q = target_critics(batch.next_obs, next_action).min(dim=1).values
+        soft_value = next_q - alpha[:, None] * next_log_prob
         target = batch.rewards + c.gamma * (1.0 - batch.terminated) * soft_value
     q = critics(batch.obs, batch.actions)                        # (agents, critics, n)
     critic_loss = 0.5 * ((q - target[:, None]) ** 2).mean(dim=2).sum(dim=1)
@@ -867,10 +875,11 @@ def _sac_update(batch: _Batch, actor, critics, target_critics, log_alpha, actor_
     critic_opt.step()
 
     # Actor: minimise alpha * log pi - min Q, the critics' weights held fixed; and the temperature
-    q_pi = critics(batch.obs, action[:, :n], critics._detached()).min(dim=1).values
-    actor_loss = (alpha[:, None] * log_prob[:, :n] - q_pi).mean(dim=1).sum()
+    action, log_prob = _sac_sample(actor, batch.obs, noise[:, :n].contiguous(), c.log_prob_correction)
+    q_pi = critics(batch.obs, action, critics._detached()).min(dim=1).values
+    actor_loss = (alpha[:, None] * log_prob - q_pi).mean(dim=1).sum()
     if log_alpha is not None:
-        actor_loss = actor_loss + _temperature_loss(log_alpha, log_prob[:, :n], target_entropy)
+        actor_loss = actor_loss + _temperature_loss(log_alpha, log_prob, target_entropy)
     actor_opt.zero_grad()
     actor_loss.backward()
     actor_opt.step()
@@ -878,7 +887,7 @@ def _sac_update(batch: _Batch, actor, critics, target_critics, log_alpha, actor_
     _soft_update(list(target_critics.parameters()), list(critics.parameters()), c.tau)
     with torch.no_grad():
         return (critic_loss.tolist(), q[:, 0].mean(dim=1).tolist(), alpha.tolist(),
-                (-log_prob[:, :n].mean(dim=1)).tolist())
+                (-log_prob.mean(dim=1)).tolist())
 
 
 def _td3_update(batch: _Batch, actor, target_actor, critics, target_critics, actor_opt, critic_opt, c: TD3Config,
