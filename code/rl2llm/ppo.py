@@ -688,9 +688,7 @@ def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_b
             value_losses.append(value_loss.detach())
         if stop:
             break
-    with torch.no_grad():
-        new_all = log_prob_entropy(obs, actions)[0]
-    kl = _approx_kl(new_all, old_log_probs)
+    kl = _approx_kl(log_prob_entropy(obs, actions)[0].detach(), old_log_probs)   # the whole batch, after
 
     def mean(xs):
         return torch.stack(xs).mean().item() if xs else math.nan
