@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -117,13 +118,84 @@ def cmd_build(args) -> None:
         names = [_chapter_docname(name) for name in args.rerun]
         os.environ["RL2LLM_RERUN"] = ",".join(names)
         print(f"[make] re-executing {', '.join(names)}", flush=True)
-    times = {}
+    times, zoo = {}, {}
+    if "scientist" in editions:
+        zoo = train_zoo()
     for edition in editions:
         times[edition] = build_edition(edition, warnings_are_errors=not args.allow_warnings)
     if "scientist" in times:
-        _record_build(times)
+        _record_build(times, zoo)
     print("[make] done: " + ", ".join(f"{edition} {seconds:.0f} s" for edition, seconds in times.items()) + "\n"
           f"       open {SCIENTIST_HTML / 'index.html'} (manager edition: {MANAGER_HTML / 'index.html'})")
+
+
+def _toc_files(toc: Path) -> list[Path]:
+    """The source files the table of contents lists (``file:`` entries, any depth)."""
+    import yaml
+
+    found = []
+
+    def visit(node) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("file"), str):
+                found.append(node["file"])
+            if isinstance(node.get("root"), str):
+                found.append(node["root"])
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+    visit(yaml.safe_load(toc.read_text()))
+    return [ROOT / f"{name}.md" for name in found if (ROOT / f"{name}.md").is_file()]
+
+
+_CELL = re.compile(r"^(`{3,}|:{3,})\{code-cell\}[^\n]*\n(.*?)^\1[ \t]*$", re.M | re.S)
+
+
+def _code_cells(markdown: str) -> list[str]:
+    """The code of a MyST notebook's cells, without their options (``:tags:`` lines, a ``---`` block)."""
+    cells = []
+    for match in _CELL.finditer(markdown):
+        lines = match.group(2).splitlines()
+        if lines and lines[0].strip() == "---":
+            end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), 0)
+            lines = lines[end + 1:]
+        while lines and re.match(r"^:\w[\w-]*:", lines[0]):
+            lines = lines[1:]
+        cells.append("\n".join(lines))
+    return cells
+
+
+def pages_using_zoo(toc: Path = TOC) -> list[str]:
+    """The pages of the table of contents whose code imports rl2llm.zoo, directly or through the package."""
+    from rl2llm.provenance import module_closure
+
+    pages = []
+    for path in _toc_files(toc):
+        text = path.read_text(encoding="utf8")
+        modules, _, complete = module_closure(ROOT / "code" / "rl2llm", _code_cells(text))
+        if ("rl2llm.zoo" in modules) if complete else ("zoo" in text):
+            pages.append(path.relative_to(ROOT).as_posix())
+    return pages
+
+
+def train_zoo() -> dict:
+    """Train the zoo's models that are missing from the build's cache, before any chapter executes, so no
+    chapter pays for them (a no-op when they are cached, or when no page of the book uses the zoo).
+    Returns, per model, the seconds spent here and the seconds its training took (from its card)."""
+    os.environ.setdefault("RL2LLM_ARTIFACTS", str(BUILD / "artifacts"))  # as book/_ext does
+    pages = pages_using_zoo()
+    if not pages:
+        return {}
+    from rl2llm import zoo
+
+    print(f"[make] the model zoo (used by {', '.join(pages)}), cached in {os.environ['RL2LLM_ARTIFACTS']}",
+          flush=True)
+    models = zoo.build_all()
+    print("[make] zoo ready in " + ", ".join(f"{name} {m['seconds']:.1f} s" for name, m in models.items()),
+          flush=True)
+    return models
 
 
 def _chapter_docname(name: str) -> str:
@@ -137,14 +209,15 @@ def _chapter_docname(name: str) -> str:
     return matches[0].relative_to(ROOT).with_suffix("").as_posix()
 
 
-def _record_build(times: dict) -> None:
-    """Keep the wall time of this build and what it executed, for `make.py budget`."""
+def _record_build(times: dict, zoo: dict | None = None) -> None:
+    """Keep the wall time of this build, what it executed and the zoo's training times, for `make.py budget`."""
     import json
 
     report = json.loads((SCIENTIST_HTML / "execution.json").read_text())
     executed = [name for name, data in report["notebooks"].items() if data.get("executed_now")]
     (BUILD / "last-build.json").write_text(json.dumps(
-        {"seconds": times, "executed": executed, "finished": time.time()}, indent=1))
+        {"seconds": times, "executed": executed, "zoo": zoo or {}, "finished": time.time()},
+        indent=1))
 
 
 def budget_report(build: Path = BUILD) -> str:
@@ -165,16 +238,19 @@ def budget_report(build: Path = BUILD) -> str:
         status = "OVER BUDGET" if seconds > budget else "ok"
         lines.append(f"{name:<44}{seconds:>9.1f}s{budget:>7}s  {data.get('claims', 0):>6}  {status}")
     last = build / "last-build.json"
-    rendering = None
+    rendering, zoo = None, 0.0
     if last.exists():
         record = json.loads(last.read_text())
         executed_now = sum(float((report["notebooks"].get(n, {}).get("provenance") or {}).get("seconds", 0))
                            for n in record.get("executed", []))
         rendering = max(0.0, sum(record["seconds"].values()) - executed_now)
-    cold = total + (rendering or 0.0)
+        zoo = sum(model["train_seconds"] for model in record.get("zoo", {}).values())
+    cold = total + (rendering or 0.0) + zoo
     lines.append(f"{'all chapters executed cold':<44}{total:>9.1f}s")
     if rendering is not None:
         lines.append(f"{'  + rendering both editions (last build)':<44}{rendering:>9.1f}s")
+    if zoo:
+        lines.append(f"{'  + training the model zoo (cold)':<44}{zoo:>9.1f}s")
     lines.append(f"cold build of both editions: about {cold / 60:.1f} min of the {COLD_BUDGET_MIN} min budget"
                  + (" -- OVER BUDGET" if cold > COLD_BUDGET_MIN * 60 else ""))
     over = [name for name, data in report["notebooks"].items()

@@ -336,3 +336,101 @@ def test_bad_arguments_are_refused(tiny):
     with pytest.raises(TypeError, match="card"):
         zoo.card_row({})
     assert zoo.generate(m, t, [], 3) == []
+
+
+# --------------------------------------------------------------------------- the real zoo (slow)
+#
+# These load the zoo from $RL2LLM_ARTIFACTS (the build's cache when run after `make.py build`),
+# else ~/.cache/rl2llm/artifacts, training what is missing (about a minute of CPU per model).
+
+
+def _offline(monkeypatch):
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(zoo.SPECS))
+def test_transformers_loads_each_zoo_model_offline(name, monkeypatch):
+    _offline(monkeypatch)
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    zm = zoo.load(name)
+    model = AutoModelForCausalLM.from_pretrained(zm.path)
+    tokenizer = AutoTokenizer.from_pretrained(zm.path)
+    assert isinstance(model, LlamaForCausalLM) and tokenizer.pad_token_id is not None
+    text = zoo.eval_items(name, 1)[0].prompt
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    assert ids[0].tolist() == zm.tokenizer(text)["input_ids"], "AutoTokenizer encodes as the zoo's tokenizer"
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, zm.model(ids).logits)
+    assert tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False) == text
+
+
+@pytest.mark.slow
+def test_the_cards_meet_the_quality_part_iv_needs():
+    arithmetic = zoo.load("arithmetic").card["checkpoints"]
+    assert arithmetic["final"]["exact_match"] >= 0.95
+    assert 0.3 <= arithmetic["half-trained"]["exact_match"] <= 0.6
+    assert arithmetic["half-trained"]["step"] < arithmetic["final"]["step"]
+    stories = zoo.load("stories").card["checkpoints"]["final"]["sampled"]
+    assert stories["parse"] >= 0.8 and stories["gold"]["std"] > 0.3
+    assert min(stories["sentiment"][m] for m in ("positive", "negative", "neutral")) >= 0.1
+    assert 0.05 <= stories["moral"] <= 0.9 and stories["sentences"]["std"] > 0.5
+    code = zoo.load("code").card["checkpoints"]["final"]
+    assert 0.1 <= code["tests_passed"] <= 0.95, "the code model passes some of its unit tests, not all"
+    for name in zoo.SPECS:
+        card = zoo.load(name).card
+        assert card["train_cpu_seconds"] <= 100, f"{name} trains in at most 100 s of CPU"
+
+
+def _grpo_args(tmp_path, **extra):
+    from trl import GRPOConfig
+
+    return GRPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, num_generations=4,
+                      max_completion_length=5, learning_rate=1e-4, bf16=False, fp16=False, use_cpu=True,
+                      report_to=[], logging_steps=1, save_strategy="no", seed=0, **extra)
+
+
+@pytest.mark.slow
+def test_trl_grpo_trains_the_half_trained_arithmetic_model(tmp_path, monkeypatch):
+    _offline(monkeypatch)
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    zm = zoo.load("arithmetic", "half-trained")
+    tasks = zoo.eval_items("arithmetic", 8)
+    answers = {t.prompt: t for t in tasks}
+
+    def correct(prompts, completions, **kwargs):
+        return [float(answers[p].check(c)) for p, c in zip(prompts, completions)]
+    trainer = GRPOTrainer(model=zm.model, reward_funcs=correct, args=_grpo_args(tmp_path),
+                          train_dataset=Dataset.from_list([{"prompt": t.prompt} for t in tasks]),
+                          processing_class=zm.tokenizer)
+    trainer.train()
+    assert trainer.state.global_step == 1
+    logged = trainer.state.log_history[0]
+    assert 0.0 <= float(logged["reward"]) <= 1.0 and float(logged["completions/mean_length"]) <= 5
+
+
+@pytest.mark.slow
+def test_trl_dpo_accepts_the_stories_model(tmp_path, monkeypatch):
+    _offline(monkeypatch)
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    zm = zoo.load("stories")
+    rows = []
+    for story in corpora.stories(8, 7):
+        happy = story.prompt + " " + story.characters[0] + " was very happy."
+        sad = story.prompt + " " + story.characters[0] + " was very sad."
+        rows.append({"prompt": story.prompt, "chosen": happy[len(story.prompt):],
+                     "rejected": sad[len(story.prompt):]})
+    args = DPOConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-4,
+                     bf16=False, fp16=False, use_cpu=True, report_to=[], logging_steps=1, save_strategy="no",
+                     seed=0)
+    trainer = DPOTrainer(model=zm.model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=zm.tokenizer)
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert np.isfinite(trainer.state.log_history[-1]["train_loss"])

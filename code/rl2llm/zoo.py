@@ -95,8 +95,10 @@ class ZooSpec:
     a gotcha for small arithmetic models). ``loss_on``: ``"completion"`` (the
     answer and EOS only) or ``"all"`` tokens (always all when packed).
 
-    The model: a Llama decoder of ``n_layers`` layers of width ``hidden_size``
-    with ``n_heads`` heads, a SwiGLU block of ``intermediate_size`` and
+    The model: ``architecture`` ``"llama"`` (rotary positions, RMSNorm, SwiGLU)
+    or ``"gpt2"`` (learned absolute positions, LayerNorm, GELU: the contrast of
+    the model-card page), ``n_layers`` layers of width ``hidden_size`` with
+    ``n_heads`` heads, a feed-forward block of ``intermediate_size`` and
     ``context`` positions; tied input and output embeddings. Training:
     ``steps`` AdamW steps of ``batch_size`` rows, learning rate ``lr`` with
     ``warmup`` linear steps then cosine decay to ``lr * final_lr_fraction``,
@@ -120,6 +122,7 @@ class ZooSpec:
     vocab_size: int = 512
     packed: bool = False
     loss_on: str = "completion"
+    architecture: str = "llama"
     hidden_size: int = 96
     n_layers: int = 4
     n_heads: int = 4
@@ -154,6 +157,8 @@ class ZooSpec:
         object.__setattr__(self, "corpus_options", options)
         if self.tokenizer not in ("chars", "bpe"):
             raise ValueError(f"tokenizer must be 'chars' or 'bpe', got {check.describe(self.tokenizer)}")
+        if self.architecture not in ("llama", "gpt2"):
+            raise ValueError(f"architecture must be 'llama' or 'gpt2', got {check.describe(self.architecture)}")
         if self.loss_on not in ("completion", "all"):
             raise ValueError(f"loss_on must be 'completion' or 'all', got {check.describe(self.loss_on)}")
         check.as_bool("packed", self.packed)
@@ -209,18 +214,18 @@ class ZooSpec:
 #: The zoo. Sizes and steps are chosen so each trains in well under 100 s on two cores.
 SPECS: dict[str, ZooSpec] = {
     "stories": ZooSpec(
-        name="stories", corpus="stories", n_train=20000, n_eval=200, tokenizer="bpe", vocab_size=512,
-        loss_on="all", hidden_size=128, n_layers=4, n_heads=4, intermediate_size=352, context=160,
-        steps=700, batch_size=32, lr=2e-3, warmup=30, eval_every=100, n_eval_during=64, max_new_tokens=120),
+        name="stories", corpus="stories", n_train=20000, n_eval=200, tokenizer="bpe", vocab_size=1024,
+        loss_on="all", hidden_size=96, n_layers=3, n_heads=4, intermediate_size=256, context=160,
+        steps=500, batch_size=32, lr=2e-3, warmup=30, eval_every=100, n_eval_during=64, max_new_tokens=120),
     "arithmetic": ZooSpec(
         name="arithmetic", corpus="arithmetic", corpus_options={"digits": 2, "ops": "+"}, n_train=9000,
         n_eval=500, tokenizer="chars", loss_on="completion", hidden_size=96, n_layers=4, n_heads=4,
         intermediate_size=256, context=32, steps=1200, batch_size=64, lr=1e-3, warmup=30, eval_every=25,
         n_eval_during=256, checkpoints=(("half-trained", "exact_match", 0.3, 0.6),), max_new_tokens=4),
     "code": ZooSpec(
-        name="code", corpus="code", n_train=10000, n_eval=100, tokenizer="bpe", vocab_size=512,
-        loss_on="all", hidden_size=128, n_layers=4, n_heads=4, intermediate_size=352, context=192,
-        steps=700, batch_size=32, lr=2e-3, warmup=30, eval_every=100, n_eval_during=32, max_new_tokens=96),
+        name="code", corpus="code", n_train=10000, n_eval=100, tokenizer="bpe", vocab_size=1024,
+        loss_on="all", hidden_size=96, n_layers=3, n_heads=4, intermediate_size=256, context=192,
+        steps=400, batch_size=32, lr=2e-3, warmup=30, eval_every=100, n_eval_during=32, max_new_tokens=96),
 }
 
 
@@ -282,52 +287,61 @@ def eval_items(name_or_spec, n: int | None = None):
 # --------------------------------------------------------------------------- tokenizers
 
 
-def _hf_tokenizer(tok):
-    """A ``tokenizers.Tokenizer`` wrapped for ``transformers``: pad and EOS tokens, left padding, a chat template."""
-    from transformers import PreTrainedTokenizerFast
-
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, padding_side="left",
-                                 clean_up_tokenization_spaces=False)
-    hf.chat_template = CHAT_TEMPLATE
-    return hf
-
-
 def build_tokenizer(spec: ZooSpec, text: str):
-    """The spec's tokenizer as a ``PreTrainedTokenizerFast`` (``text``: what a BPE tokenizer learns from)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    """The spec's tokenizer as a ``PreTrainedTokenizerFast`` (``text``: what a BPE tokenizer learns from).
 
-    if spec.tokenizer == "chars":
-        vocab = {PAD: 0, EOS: 1, **{c: i + 2 for i, c in enumerate(CHARS)}}
+    ``"bpe"``: the book's byte-level BPE (:func:`rl2llm.tokenizer.train_bpe`,
+    GPT-2's pre-tokenizer) with ``spec.vocab_size`` tokens, through
+    :func:`rl2llm.tokenizer.to_hf`. ``"chars"``: one token per character of
+    :data:`CHARS` (a closed vocabulary; any other character is an error).
+    Both have the pad and EOS tokens, pad on the left and carry
+    :data:`CHAT_TEMPLATE`; neither adds a token when text is encoded.
+    """
+    from . import tokenizer as bpe
+
+    if spec.tokenizer == "bpe":
+        hf = bpe.to_hf(bpe.train_bpe(text, spec.vocab_size, special_tokens=(PAD, EOS)), eos=EOS, pad=PAD,
+                       chat_template=CHAT_TEMPLATE)
+    else:
+        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
         bad = sorted(set(text) - set(CHARS))
         if bad:
             raise ValueError(f"tokenizer: the 'chars' tokenizer covers {CHARS!r} only; the corpus has {bad[:5]}")
-        tok = Tokenizer(models.WordLevel(vocab, unk_token=PAD))
+        tok = Tokenizer(models.WordLevel({PAD: 0, EOS: 1, **{c: i + 2 for i, c in enumerate(CHARS)}}, unk_token=PAD))
         tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
         tok.decoder = decoders.Fuse()
-    else:
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=spec.vocab_size, special_tokens=[PAD, EOS],
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-        tok.train_from_iterator([text], trainer=trainer)
-    tok.add_special_tokens([PAD, EOS])
-    return _hf_tokenizer(tok)
+        tok.add_special_tokens([PAD, EOS])
+        hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD,
+                                     chat_template=CHAT_TEMPLATE)
+    for attribute, value in (("padding_side", "left"), ("clean_up_tokenization_spaces", False)):
+        setattr(hf, attribute, value)
+        hf.init_kwargs[attribute] = value  # what save_pretrained writes
+    return hf
 
 
 # --------------------------------------------------------------------------- the model
 
 
 def build_model(spec: ZooSpec, vocab_size: int, pad_id: int, eos_id: int):
-    """A fresh ``LlamaForCausalLM`` of the spec's size (initialised from the current torch seed)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A fresh model of the spec's architecture and size (initialised from the current torch seed):
+    a ``LlamaForCausalLM``, or a ``GPT2LMHeadModel`` for ``architecture="gpt2"``."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.n_layers, num_attention_heads=spec.n_heads, num_key_value_heads=spec.n_heads,
-        max_position_embeddings=spec.context, rms_norm_eps=1e-5, tie_word_embeddings=True,
-        pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None, initializer_range=0.02)
-    model = LlamaForCausalLM(config)
+    if spec.architecture == "gpt2":
+        config = GPT2Config(
+            vocab_size=vocab_size, n_embd=spec.hidden_size, n_inner=spec.intermediate_size, n_layer=spec.n_layers,
+            n_head=spec.n_heads, n_positions=spec.context, tie_word_embeddings=True, pad_token_id=pad_id,
+            eos_token_id=eos_id, bos_token_id=None, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        model = GPT2LMHeadModel(config)
+    else:
+        config = LlamaConfig(
+            vocab_size=vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+            num_hidden_layers=spec.n_layers, num_attention_heads=spec.n_heads, num_key_value_heads=spec.n_heads,
+            max_position_embeddings=spec.context, rms_norm_eps=1e-5, tie_word_embeddings=True,
+            pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None, initializer_range=0.02)
+        model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = pad_id
     model.generation_config.eos_token_id = eos_id
     model.generation_config.bos_token_id = None
@@ -381,6 +395,18 @@ def _batch(rows, masks, index, pad_id):
     return ids, attention, labels
 
 
+def _epoch(rng: np.random.Generator, lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """One pass over the rows in batches: shuffled, then sorted by length within chunks of 32 batches
+    (rows of a batch have similar lengths, so little is padding), the batches in random order."""
+    order = rng.permutation(len(lengths))
+    batches = []
+    for start in range(0, len(order), 32 * batch_size):
+        chunk = order[start:start + 32 * batch_size]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def _lr_factor(spec: ZooSpec, step: int) -> float:
     if step < spec.warmup:
         return (step + 1) / spec.warmup
@@ -418,7 +444,8 @@ def train(spec: ZooSpec, out_dir, *, show_progress: bool = True) -> dict:
                                       lr=spec.lr, betas=(0.9, 0.95))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(spec, s))
         rng = np.random.default_rng(spec.seed)
-        order, at = rng.permutation(len(rows)), 0
+        lengths = np.array([len(r) for r in rows])
+        batches: list = []
         history, saved = [], {}
         pending = {c[0]: c for c in spec.checkpoints}
         steps = range(spec.steps)
@@ -426,11 +453,9 @@ def train(spec: ZooSpec, out_dir, *, show_progress: bool = True) -> dict:
             steps = progress(steps, f"zoo: training {spec.name}", every=max(1, spec.steps // 10))
         for step in steps:
             model.train()
-            if at + spec.batch_size > len(order):
-                order, at = rng.permutation(len(rows)), 0
-            index = order[at:at + spec.batch_size]
-            at += spec.batch_size
-            ids, attention, labels = _batch(rows, masks, index, tokenizer.pad_token_id)
+            if not batches:
+                batches = _epoch(rng, lengths, spec.batch_size)
+            ids, attention, labels = _batch(rows, masks, batches.pop(), tokenizer.pad_token_id)
             loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -461,7 +486,9 @@ def train(spec: ZooSpec, out_dir, *, show_progress: bool = True) -> dict:
         card = {"name": spec.name, "spec": spec.as_dict(), "parameters": int(sum(p.numel() for p in model.parameters())),
                 "vocab_size": len(tokenizer), "train_seconds": round(seconds, 2),
                 "train_cpu_seconds": round(cpu_seconds, 2), "threads": spec.threads,
-                "train_rows": len(rows), "train_tokens": int(sum(len(r) for r in rows)),
+                "data": {"corpus": spec.corpus, "options": spec.options, "items": spec.n_train,
+                         "rows": len(rows), "tokens": int(sum(len(r) for r in rows)),
+                         "tokenizer": spec.tokenizer, "held_out": spec.n_eval},
                 "history": history, "checkpoints": {}}
         for name in checkpoints(spec):
             card["checkpoints"][name] = {"step": saved[name]["step"],
@@ -491,10 +518,10 @@ def _save(model, tokenizer, path: Path) -> None:
 
 
 def _load_model(path: Path):
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     with _quiet():
-        return LlamaForCausalLM.from_pretrained(path).eval()
+        return AutoModelForCausalLM.from_pretrained(path).eval()
 
 
 # --------------------------------------------------------------------------- generation and measures
@@ -683,23 +710,38 @@ def story_stats(texts: Iterable[str]) -> dict:
             "distinct": len(set(texts)) / len(texts)}
 
 
-def measure(name_or_spec, model, tokenizer, *, n: int | None = None, seed: int = 0) -> dict:
+def measure(name_or_spec, model, tokenizer, *, n: int | None = None, seeds: Sequence[int] = (0, 1, 2)) -> dict:
     """The card's quality measures of a zoo model on its held-out items (``n`` of them; default all).
 
-    Arithmetic: ``exact_match`` (greedy). Stories: :func:`story_stats` of
-    completions sampled at temperature 1 (``seed``) and of greedy ones.
-    Code: :func:`pass_rate`, greedy.
+    Arithmetic: ``exact_match`` with greedy decoding, and ``sampled_exact_match``
+    at temperature 1 (one value per seed). Stories: :func:`story_stats` of
+    greedy completions and of completions sampled at temperature 1 (all seeds
+    pooled), with the fraction that parses per seed. Code: :func:`pass_rate`,
+    greedy, and sampled at temperature 1 with the first seed.
     """
     spec = _spec(name_or_spec)
+    seeds = [check.as_int("seeds (each seed)", s, 0) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must name one seed at least")
     items = eval_items(spec, n)
     if spec.corpus == "arithmetic":
-        return {"exact_match": exact_match(model, tokenizer, items), "n_eval": len(items)}
+        sampled = []
+        for seed in seeds:
+            completions = generate(model, tokenizer, [t.prompt for t in items], spec.max_new_tokens,
+                                   temperature=1.0, seed=seed)
+            sampled.append(float(np.mean([t.check(c) for t, c in zip(items, completions)])))
+        return {"exact_match": exact_match(model, tokenizer, items), "sampled_exact_match": sampled,
+                "n_eval": len(items)}
     if spec.corpus == "code":
-        return {**pass_rate(model, tokenizer, items, max_new_tokens=spec.max_new_tokens), "n_eval": len(items)}
+        return {**pass_rate(model, tokenizer, items, max_new_tokens=spec.max_new_tokens),
+                "sampled": pass_rate(model, tokenizer, items, max_new_tokens=spec.max_new_tokens,
+                                     temperature=1.0, seed=seeds[0]), "n_eval": len(items)}
     prompts = [s.prompt for s in items]
-    sampled = generate(model, tokenizer, prompts, spec.max_new_tokens, temperature=1.0, seed=seed)
+    sampled = [[p + c for p, c in zip(prompts, generate(model, tokenizer, prompts, spec.max_new_tokens,
+                                                          temperature=1.0, seed=seed))] for seed in seeds]
     greedy = generate(model, tokenizer, prompts, spec.max_new_tokens)
-    return {"sampled": story_stats([p + c for p, c in zip(prompts, sampled)]),
+    return {"sampled": story_stats([t for texts in sampled for t in texts]),
+            "sampled_parse": [story_stats(texts)["parse"] for texts in sampled],
             "greedy": story_stats([p + c for p, c in zip(prompts, greedy)]), "n_eval": len(items)}
 
 
@@ -708,7 +750,7 @@ def measure(name_or_spec, model, tokenizer, *, n: int | None = None, seed: int =
 
 @dataclass
 class ZooModel:
-    """A loaded zoo model: ``model`` (a ``LlamaForCausalLM`` in eval mode), ``tokenizer``
+    """A loaded zoo model: ``model`` (a ``LlamaForCausalLM`` in eval mode; GPT-2 for such a spec), ``tokenizer``
     (a ``PreTrainedTokenizerFast`` with a pad token), ``path`` (the folder for
     ``from_pretrained``), ``spec``, ``checkpoint`` and ``card`` (size, training
     time, data, quality measured when it was trained)."""
@@ -874,21 +916,26 @@ def card_row(card: dict, checkpoint: str = "final") -> dict:
             "train_seconds": card["train_seconds"], "train_cpu_seconds": card["train_cpu_seconds"], **quality}
 
 
-def build_all(names: Iterable[str] | None = None, *, cache_dir=None) -> dict[str, float]:
-    """Make sure every model of ``names`` (default: all of :data:`SPECS`) is cached; return the
-    seconds each took here (about 0 when it was cached). The build runs this before the chapters."""
-    names = list(SPECS) if names is None else [n for n in names]
-    seconds = {}
+def build_all(names: Iterable[str] | None = None, *, cache_dir=None) -> dict[str, dict]:
+    """Make sure every model of ``names`` (default: all of :data:`SPECS`) is cached, and say so.
+
+    Returns, per model, ``seconds`` (spent here: about 0 when it was cached)
+    and ``train_seconds`` (its training, from its card). The build runs this
+    before the chapters execute (``python -m rl2llm.zoo`` does the same).
+    """
+    names = list(SPECS) if names is None else list(names)
+    models = {}
     for name in names:
         spec = _spec(name)
         start = time.perf_counter()
         cached = verify(entry_dir(spec, cache_dir)) is None
         folder = ensure(spec, cache_dir=cache_dir)
-        seconds[name] = time.perf_counter() - start
         card = json.loads((folder / "card.json").read_text())
-        state = "cached" if cached else f"trained in {card['train_seconds']:.0f} s (CPU {card['train_cpu_seconds']:.0f} s)"
-        print(f"[zoo] {name}: {state} ({folder})", flush=True)
-    return seconds
+        models[spec.name] = {"seconds": time.perf_counter() - start, "train_seconds": card["train_seconds"]}
+        state = ("cached" if cached else
+                 f"trained in {card['train_seconds']:.0f} s (CPU {card['train_cpu_seconds']:.0f} s)")
+        print(f"[zoo] {spec.name}: {state} ({folder})", flush=True)
+    return models
 
 
 if __name__ == "__main__":
