@@ -938,5 +938,7 @@ def build_all(names: Iterable[str] | None = None, *, cache_dir=None) -> dict[str
     return models
 
 
-if __name__ == "__main__":
-    build_all()
+if __name__ == "__main__":  # python -m rl2llm.zoo: train what is missing (run as rl2llm.zoo, for its key)
+    import rl2llm.zoo
+
+    rl2llm.zoo.build_all()
