@@ -168,6 +168,15 @@ def sb3_dqn(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
 
 # --------------------------------------------------------------------------- A2C
 
+def greedy(policy) -> Act:
+    """Our categorical policy's most likely action for each observation (A2C's and PPO's evaluation)."""
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return policy(torch.as_tensor(obs, dtype=torch.float32)).argmax(dim=-1).numpy()
+
+    return act
+
+
 #: rl-zoo3 hyperparams/a2c.yml, CartPole-v1 (n_timesteps 5e5, policy MlpPolicy); the rest are SB3's defaults.
 ZOO_A2C = dict(n_envs=8, ent_coef=0.0)
 
@@ -183,13 +192,7 @@ def ours_a2c(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
 
     clock = Clock()
     result = train_a2c(env_id, ours_a2c_config(total_steps), seed=seed, eval_every=0, threads=threads)
-    policy = result.policy
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return policy(torch.as_tensor(obs, dtype=torch.float32)).argmax(dim=-1).numpy()
-
-    return clock.trained(act, int(result.env_steps))
+    return clock.trained(greedy(result.policy), int(result.env_steps))
 
 
 def sb3_a2c(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
@@ -232,13 +235,7 @@ def ours_ppo(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
 
     clock = Clock()
     result = train_ppo(env_id, ours_ppo_config(total_steps), seed=seed, eval_every=0, threads=threads)
-    policy = result.policy
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return policy(torch.as_tensor(obs, dtype=torch.float32)).argmax(dim=-1).numpy()
-
-    return clock.trained(act, int(result.env_steps))
+    return clock.trained(greedy(result.policy), int(result.env_steps))
 
 
 def sb3_ppo(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
