@@ -333,6 +333,22 @@ def test_seeds_trained_side_by_side_are_the_runs_trained_alone(config):
         assert np.allclose(r.eval_returns, alone.eval_returns, rtol=1e-5)
 
 
+def test_variants_trained_side_by_side_are_the_variants_trained_alone():
+    variants = [TINY_TD3, replace(TINY_TD3, clipped_double_q=False), replace(TINY_TD3, target_noise=0.0),
+                replace(TINY_TD3, clipped_double_q=False, target_noise=0.0)]
+    group = train_seeds(ENV, variants, [0, 0, 0, 1], checkpoints=True, eval_every=300, eval_episodes=1)
+    for config, r in zip(variants, group):
+        alone = train_td3(ENV, config, seed=r.seed)
+        assert r.config is config and r.critics.n_critics == alone.critics.n_critics
+        assert r.checkpoints[-1].critics.n_critics == alone.critics.n_critics
+        assert np.allclose(r.episode_returns, alone.episode_returns, rtol=1e-6)
+        assert np.allclose(r.q_means, alone.q_means, rtol=1e-5, atol=1e-5)
+        assert np.allclose(r.critic_losses, alone.critic_losses, rtol=1e-4, atol=1e-5)
+    sac = train_seeds(ENV, [TINY_SAC, replace(TINY_SAC, log_prob_correction=False)], [5, 5])
+    alone = train_sac(ENV, replace(TINY_SAC, log_prob_correction=False), seed=5)
+    assert np.allclose(sac[1].entropies, alone.entropies, rtol=1e-4, atol=1e-5)
+
+
 def test_the_switches_change_what_they_say():
     base = replace(TINY_SAC, total_steps=200)
     fixed = train_sac(ENV, replace(base, ent_coef=0.05), seed=0)
@@ -502,6 +518,12 @@ BAD = [
      r"checkpoints must be True or False"),
     ("train-seeds-repeat", lambda: train_seeds(ENV, TINY_SAC, [1, 1]), ValueError, r"seeds must be distinct"),
     ("train-seeds-config", lambda: train_seeds(ENV, {}, [1]), TypeError, r"config must be a SACConfig or a TD3Config"),
+    ("train-seeds-mixed", lambda: train_seeds(ENV, [TINY_SAC, TINY_TD3], [1, 2]), ValueError,
+     r"config must be all SACConfigs or all TD3Configs"),
+    ("train-seeds-differ", lambda: train_seeds(ENV, [TINY_TD3, replace(TINY_TD3, policy_delay=1)], [1, 2]),
+     ValueError, r"may differ only in .*; these differ in policy_delay"),
+    ("train-seeds-length", lambda: train_seeds(ENV, [TINY_TD3], [1, 2]), ValueError,
+     r"config must have one entry per seed \(2\), got 1"),
     ("eval-actor", lambda: evaluate_actor(CRITICS, ENV), TypeError, r"actor must be a DeterministicActor"),
     ("eval-env", lambda: evaluate_actor(DeterministicActor(4, 1, (8,), [-1.0], [1.0]), ENV), ValueError,
      r"actor takes 4 numbers and returns 1"),

@@ -127,11 +127,13 @@ def squashed_gaussian_log_prob(mean, log_std, pre_tanh) -> torch.Tensor:
     return _squashed_log_prob(mean, log_std, pre_tanh)
 
 
-def _squashed_log_prob(mean, log_std, pre_tanh, correction: bool = True) -> torch.Tensor:
+def _squashed_log_prob(mean, log_std, pre_tanh, correction=True) -> torch.Tensor:
+    """``correction``: True, False, or a ``(k, 1)`` tensor of ones and zeros (per agent, for agents side by side)."""
     log_prob = _gaussian_log_prob(mean, log_std, pre_tanh)  # Lecture 6's Gaussian, summed over dimensions
-    if correction:
-        log_prob = log_prob - (2.0 * (_LOG2 - pre_tanh - nn.functional.softplus(-2.0 * pre_tanh))).sum(dim=-1)
-    return log_prob
+    if correction is False:
+        return log_prob
+    log_derivative = (2.0 * (_LOG2 - pre_tanh - nn.functional.softplus(-2.0 * pre_tanh))).sum(dim=-1)
+    return log_prob - (log_derivative if correction is True else correction * log_derivative)
 
 
 def temperature_loss(log_alpha, log_probs, target_entropy: float) -> torch.Tensor:
@@ -308,14 +310,15 @@ class Critics(nn.Module):
         q = self(torch.as_tensor(obs, dtype=torch.float32)[None], torch.as_tensor(actions, dtype=torch.float32)[None])
         return q[0].numpy().astype(np.float64)
 
-    def select(self, agent: int) -> Critics:
-        """The critics of agent ``agent`` alone (copies)."""
+    def select(self, agent: int, n_critics: int | None = None) -> Critics:
+        """The critics of agent ``agent`` alone (copies): its first ``n_critics`` (default: all)."""
         agent = check.as_int("agent", agent, 0, self.n_agents - 1)
+        n_critics = self.n_critics if n_critics is None else check.as_int("n_critics", n_critics, 1, self.n_critics)
         new = copy.copy(self)
         nn.Module.__init__(new)
         new.obs_dim, new.act_dim, new.hidden, new.n_critics, new.n_agents = \
-            self.obs_dim, self.act_dim, self.hidden, self.n_critics, 1
-        new.net = self.net.select(range(agent * self.n_critics, (agent + 1) * self.n_critics))
+            self.obs_dim, self.act_dim, self.hidden, n_critics, 1
+        new.net = self.net.select(range(agent * self.n_critics, agent * self.n_critics + n_critics))
         return new
 
 
@@ -697,8 +700,13 @@ def train_ddpg(env_id: str, config: TD3Config = DDPG, seed: int = 0, eval_every:
                      description or f"DDPG on {env_id}, seed {seed}", checkpoints)
 
 
-def train_seeds(env_id: str, config: SACConfig | TD3Config, seeds: Sequence[int] = (0, 1, 2), eval_every: int = 0,
-                eval_episodes: int = 10, threads: int | None = 1, description: str | None = None,
+#: The settings in which runs trained side by side (:func:`train_seeds` with a list of configs) may differ.
+PER_RUN = ("clipped_double_q", "target_noise", "target_noise_clip", "log_prob_correction")
+
+
+def train_seeds(env_id: str, config: SACConfig | TD3Config | Sequence[SACConfig | TD3Config],
+                seeds: Sequence[int] = (0, 1, 2), eval_every: int = 0, eval_episodes: int = 10,
+                threads: int | None = 1, description: str | None = None,
                 checkpoints: bool = False) -> list[OffPolicyResult]:
     """Train one agent per seed, side by side, with SAC (a :class:`SACConfig`) or TD3/DDPG (a
     :class:`TD3Config`); return their results in the order of ``seeds``.
@@ -711,36 +719,91 @@ def train_seeds(env_id: str, config: SACConfig | TD3Config, seeds: Sequence[int]
     for small networks almost as fast as one agent. Seed ``s`` seeds its environment's
     first reset, its networks' initialisation, its buffer and its noise, so it gives the
     same run alone (:func:`train_sac`, :func:`train_td3`) or with others, to rounding (see the
-    module's docstring); the same group of seeds always gives the same runs.
+    module's docstring); the same group always gives the same runs.
+
+    ``config`` may also be a list with one config per seed, to train variants side by side:
+    they must be of one kind and differ only in the settings named in :data:`PER_RUN` (a TD3
+    fix switched on or off, SAC's tanh correction), and each (config, seed) pair must be new.
 
     With ``eval_every > 0`` every agent's deterministic policy plays ``eval_episodes``
     episodes each time another ``eval_every`` steps have passed (starts apart from
     training's); with ``checkpoints`` a copy of its networks is kept at each evaluation.
     Progress goes to the build log.
 
-    Accepted: ``seeds`` a non-empty sequence of distinct integers in ``0 .. 2**31 - 1``;
-    the rest as :func:`train_sac`.
+    Accepted: ``seeds`` a non-empty sequence of integers in ``0 .. 2**31 - 1``; the rest
+    as :func:`train_sac`.
     """
-    if not isinstance(config, (SACConfig, TD3Config)):
-        raise TypeError(f"config must be a SACConfig or a TD3Config, got {check.describe(config)}")
     seeds = _checked_seeds(seeds)
+    configs = _checked_configs(config, len(seeds))
     if any(s > 2**31 - 1 for s in seeds):
         raise ValueError(f"seeds must lie in 0 .. 2**31 - 1, got {seeds}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct (two agents with one seed would be the same run), got {seeds}")
+    runs = list(zip(configs, seeds))
+    if len({(repr(c), s) for c, s in runs}) != len(runs):
+        raise ValueError(f"seeds must be distinct for each config (two agents with one config and one seed would "
+                         f"be the same run), got {seeds}")
     eval_every, eval_episodes = _checked_run_args(eval_every, eval_episodes, description)
     checkpoints = check.as_bool("checkpoints", checkpoints)
     spaces = _checked_env_id(env_id)
-    name = "SAC" if isinstance(config, SACConfig) else ("TD3" if config.fixes else "DDPG")
     if description is None:
-        description = f"{name} on {env_id}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+        names = sorted({_name(c) for c in configs})
+        description = f"{', '.join(names)} on {env_id}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
     with torch_threads(threads), flush_denormals():
-        return _train(env_id, spaces, config, seeds, eval_every, eval_episodes, checkpoints, description)
+        return _train(env_id, spaces, configs, seeds, eval_every, eval_episodes, checkpoints, description)
 
 
-def _train(env_id, spaces: _Spaces, c, seeds, eval_every, eval_episodes, keep_checkpoints,
+def _name(c) -> str:
+    return "SAC" if isinstance(c, SACConfig) else ("TD3" if c.fixes else "DDPG")
+
+
+def _checked_configs(config, n: int) -> list:
+    if isinstance(config, (SACConfig, TD3Config)):
+        return [config] * n
+    if isinstance(config, (str, bytes)) or not hasattr(config, "__len__"):
+        raise TypeError(f"config must be a SACConfig or a TD3Config, or a list of them, got {check.describe(config)}")
+    configs = list(config)
+    if not configs or not all(isinstance(c, (SACConfig, TD3Config)) for c in configs):
+        raise TypeError(f"config must be a SACConfig or a TD3Config, or a list of them, got {check.describe(config)}")
+    if len(configs) != n:
+        raise ValueError(f"config must have one entry per seed ({n}), got {len(configs)}")
+    if len({type(c) for c in configs}) > 1:
+        raise ValueError("config must be all SACConfigs or all TD3Configs: SAC and TD3 cannot train side by side")
+    shared = [{k: v for k, v in asdict(c).items() if k not in PER_RUN} for c in configs]
+    for c, fields in zip(configs, shared):
+        if fields != shared[0]:
+            differ = sorted(k for k in fields if fields[k] != shared[0][k])
+            raise ValueError(f"config: runs side by side may differ only in {', '.join(PER_RUN)}; these differ "
+                             f"in {', '.join(differ)}")
+    return configs
+
+
+class _Variation(NamedTuple):
+    """The per-run settings of a group, as one value when all runs agree and as a tensor per agent otherwise."""
+
+    clipped: bool | torch.Tensor       # TD3: target from the smaller of two critics; (k,) bools
+    target_noise: float | torch.Tensor  # TD3: standard deviation of the target smoothing; (k, 1, 1)
+    noise_clip: float | torch.Tensor    # (k, 1, 1)
+    smoothed: list[bool]                # which agents draw smoothing noise
+    correction: bool | torch.Tensor     # SAC: the tanh correction; (k, 1) ones and zeros
+
+
+def _variation(configs) -> _Variation:
+    def per_agent(values, shape, dtype=torch.float32):
+        return values[0] if len(set(values)) == 1 else torch.tensor(values, dtype=dtype).reshape(shape)
+
+    if isinstance(configs[0], SACConfig):
+        return _Variation(True, 0.0, 0.0, [False] * len(configs),
+                          per_agent([c.log_prob_correction for c in configs], (-1, 1)))
+    clipped = [c.clipped_double_q for c in configs]
+    return _Variation(per_agent(clipped, (-1,), torch.bool), per_agent([c.target_noise for c in configs], (-1, 1, 1)),
+                      per_agent([c.target_noise_clip for c in configs], (-1, 1, 1)),
+                      [c.target_noise > 0 for c in configs], True)
+
+
+def _train(env_id, spaces: _Spaces, configs, seeds, eval_every, eval_episodes, keep_checkpoints,
            description) -> list[OffPolicyResult]:
     start_time = time.perf_counter()
+    c = configs[0]                  # the settings all runs share (see PER_RUN)
+    v = _variation(configs)         # and those they may not
     sac = isinstance(c, SACConfig)
     K, A = len(seeds), spaces.act_dim
     rngs = [np.random.default_rng(seed) for seed in seeds]
@@ -749,10 +812,10 @@ def _train(env_id, spaces: _Spaces, c, seeds, eval_every, eval_episodes, keep_ch
     envs = [gym.make(env_id) for _ in seeds]
     obs = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]).astype(np.float32)
 
-    n_critics = 2 if sac or c.clipped_double_q else 1
+    own_critics = [2 if sac or config.clipped_double_q else 1 for config in configs]
     actor = (SquashedGaussianActor if sac else DeterministicActor)(spaces.obs_dim, A, c.hidden, spaces.low,
                                                                    spaces.high, seeds)
-    critics = Critics(spaces.obs_dim, A, c.hidden, n_critics, seeds)
+    critics = Critics(spaces.obs_dim, A, c.hidden, max(own_critics), seeds)
     target_critics = copy.deepcopy(critics)
     target_actor = None if sac else copy.deepcopy(actor)
     critic_opt = torch.optim.Adam(critics.parameters(), lr=c.learning_rate, fused=True)
@@ -763,6 +826,7 @@ def _train(env_id, spaces: _Spaces, c, seeds, eval_every, eval_episodes, keep_ch
         actor_params.append(log_alpha)
     actor_opt = torch.optim.Adam(actor_params, lr=c.learning_rate, fused=True)
     target_entropy = (-float(A) if c.target_entropy is None else c.target_entropy) if sac else 0.0
+    used = torch.tensor([[1.0] * n + [0.0] * (critics.n_critics - n) for n in own_critics])  # (k, critics)
 
     returns = [[] for _ in seeds]
     end_steps = [[] for _ in seeds]
@@ -801,14 +865,15 @@ def _train(env_id, spaces: _Spaces, c, seeds, eval_every, eval_episodes, keep_ch
                     noise = torch.from_numpy(np.stack([rng.standard_normal((2 * c.batch_size, A))
                                                        for rng in rngs]).astype(np.float32))
                     stats.append(_sac_update(batch, actor, critics, target_critics, log_alpha, actor_opt,
-                                             critic_opt, c, noise, target_entropy))
+                                             critic_opt, c, noise, target_entropy, v.correction))
                 else:
                     noise = None
-                    if c.target_noise > 0:
-                        noise = torch.from_numpy(np.stack([rng.standard_normal((c.batch_size, A))
-                                                           for rng in rngs]).astype(np.float32))
+                    if any(v.smoothed):   # drawn only by the agents that smooth: each agent's own random numbers
+                        zeros = np.zeros((c.batch_size, A))
+                        noise = torch.from_numpy(np.stack([rng.standard_normal((c.batch_size, A)) if on else zeros
+                                                           for rng, on in zip(rngs, v.smoothed)]).astype(np.float32))
                     stats.append(_td3_update(batch, actor, target_actor, critics, target_critics, actor_opt,
-                                             critic_opt, c, noise, updates % c.policy_delay == 0))
+                                             critic_opt, c, noise, updates % c.policy_delay == 0, v, used))
         if eval_every and (step + 1) % eval_every == 0:
             eval_steps.append(step + 1)
             for k, seed in enumerate(seeds):
@@ -816,7 +881,7 @@ def _train(env_id, spaces: _Spaces, c, seeds, eval_every, eval_episodes, keep_ch
                 eval_returns[k].append(_evaluate(single, env_id, eval_episodes,
                                                  10_000 + 1_000 * seed + len(eval_steps)))
                 if keep_checkpoints:
-                    saved[k].append(Checkpoint(step + 1, single, critics.select(k)))
+                    saved[k].append(Checkpoint(step + 1, single, critics.select(k, own_critics[k])))
     for env in envs:
         env.close()
 
@@ -824,7 +889,7 @@ def _train(env_id, spaces: _Spaces, c, seeds, eval_every, eval_episodes, keep_ch
     columns = [np.array(col, dtype=float) for col in zip(*stats)] if stats else [np.zeros((0, K))] * 4
     critic_loss, q_mean, alpha, entropy = (col.reshape(len(stats), K) for col in columns)
     return [OffPolicyResult(
-        actor.select(k), critics.select(k), c, seed, np.array(returns[k], dtype=float),
+        actor.select(k), critics.select(k, own_critics[k]), configs[k], seed, np.array(returns[k], dtype=float),
         np.array(end_steps[k], dtype=int), critic_losses=critic_loss[:, k].copy(), q_means=q_mean[:, k].copy(),
         alphas=alpha[:, k].copy() if sac else np.zeros(0), entropies=entropy[:, k].copy() if sac else np.zeros(0),
         eval_steps=np.array(eval_steps, dtype=int),
@@ -855,7 +920,7 @@ def _sac_sample(actor, obs, noise, correction: bool = True):
 
 
 def _sac_update(batch: _Batch, actor, critics, target_critics, log_alpha, actor_opt, critic_opt, c: SACConfig,
-                noise, target_entropy: float):
+                noise, target_entropy: float, correction=True):
     """One gradient step of SAC for every agent; returns per-agent statistics (critic loss, mean Q,
     temperature, entropy estimate)."""
     n = batch.obs.shape[1]
@@ -863,8 +928,7 @@ def _sac_update(batch: _Batch, actor, critics, target_critics, log_alpha, actor_
 
     # Critics: regress on r + gamma * (min of the target critics - alpha * log pi) at the next state
     with torch.no_grad():
-        next_action, next_log_prob = _sac_sample(actor, batch.next_obs, noise[:, n:].contiguous(),
-                                                   c.log_prob_correction)
+        next_action, next_log_prob = _sac_sample(actor, batch.next_obs, noise[:, n:].contiguous(), correction)
         next_q = target_critics(batch.next_obs, next_action).min(dim=1).values
         soft_value = next_q - alpha[:, None] * next_log_prob
         target = batch.rewards + c.gamma * (1.0 - batch.terminated) * soft_value
@@ -875,7 +939,7 @@ def _sac_update(batch: _Batch, actor, critics, target_critics, log_alpha, actor_
     critic_opt.step()
 
     # Actor: minimise alpha * log pi - min Q, the critics' weights held fixed; and the temperature
-    action, log_prob = _sac_sample(actor, batch.obs, noise[:, :n].contiguous(), c.log_prob_correction)
+    action, log_prob = _sac_sample(actor, batch.obs, noise[:, :n].contiguous(), correction)
     q_pi = critics(batch.obs, action, critics._detached()).min(dim=1).values
     actor_loss = (alpha[:, None] * log_prob - q_pi).mean(dim=1).sum()
     if log_alpha is not None:
@@ -891,18 +955,26 @@ def _sac_update(batch: _Batch, actor, critics, target_critics, log_alpha, actor_
 
 
 def _td3_update(batch: _Batch, actor, target_actor, critics, target_critics, actor_opt, critic_opt, c: TD3Config,
-                noise, update_actor: bool):
-    """One gradient step of TD3 (or DDPG) for every agent; returns per-agent statistics (critic loss, mean Q)."""
+                noise, update_actor: bool, v: _Variation, used: torch.Tensor):
+    """One gradient step of TD3 (or DDPG) for every agent; returns per-agent statistics (critic loss, mean Q).
+
+    ``v`` holds the fixes each agent uses (:class:`_Variation`); ``used`` marks which of the
+    stacked critics are each agent's own (a DDPG agent beside TD3 agents ignores its second)."""
     with torch.no_grad():
         next_action = target_actor(batch.next_obs)
-        if c.target_noise > 0:                       # fix 2: target policy smoothing
-            smoothing = (c.target_noise * noise).clamp(-c.target_noise_clip, c.target_noise_clip)
+        if noise is not None:                        # fix 2: target policy smoothing
+            smoothing = (v.target_noise * noise).clamp(-v.noise_clip, v.noise_clip)
             next_action = (next_action + smoothing).clamp(-1.0, 1.0)
-        next_q = target_critics(batch.next_obs, next_action)
-        next_q = next_q.min(dim=1).values if c.clipped_double_q else next_q[:, 0]   # fix 1: clipped double Q
+        next_q = target_critics(batch.next_obs, next_action)          # (agents, critics, n)
+        if v.clipped is True:                        # fix 1: clipped double Q, the smaller estimate
+            next_q = next_q.min(dim=1).values
+        elif v.clipped is False:
+            next_q = next_q[:, 0]
+        else:
+            next_q = torch.where(v.clipped[:, None], next_q.min(dim=1).values, next_q[:, 0])
         target = batch.rewards + c.gamma * (1.0 - batch.terminated) * next_q
     q = critics(batch.obs, batch.actions)
-    critic_loss = ((q - target[:, None]) ** 2).mean(dim=2).sum(dim=1)
+    critic_loss = ((q - target[:, None]) ** 2).mean(dim=2)             # (agents, critics)
     critic_opt.zero_grad()
     critic_loss.sum().backward()
     critic_opt.step()
@@ -915,7 +987,8 @@ def _td3_update(batch: _Batch, actor, target_actor, critics, target_critics, act
         _soft_update(list(target_critics.parameters()), list(critics.parameters()), c.tau)
         _soft_update(list(target_actor.parameters()), list(actor.parameters()), c.tau)
     with torch.no_grad():
-        return critic_loss.tolist(), q[:, 0].mean(dim=1).tolist(), [0.0] * len(q), [0.0] * len(q)
+        return ((critic_loss * used).sum(dim=1).tolist(), q[:, 0].mean(dim=1).tolist(), [0.0] * len(q),
+                [0.0] * len(q))
 
 
 # --------------------------------------------------------------------------- evaluation
