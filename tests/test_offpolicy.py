@@ -550,3 +550,55 @@ def test_every_public_function_has_bad_input_cases():
 def test_bad_input_is_refused_with_the_argument_named(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+# --------------------------------------------------------------------------- the exercise's checker
+
+
+def _reader_gaussian(mean, log_std, u):
+    return -0.5 * ((u - mean) / np.exp(log_std)) ** 2 - log_std - 0.5 * np.log(2 * np.pi)
+
+
+def test_the_checker_passes_the_reference_and_a_stable_numpy_solution():
+    from rl2llm.exercises import check_squashed_log_prob
+
+    def solution(mean, log_std, u):
+        return (_reader_gaussian(mean, log_std, u) - 2 * (np.log(2) - u - np.logaddexp(0, -2 * u))).sum(-1)
+
+    assert check_squashed_log_prob(solution).passed
+    assert check_squashed_log_prob(squashed_gaussian_log_prob).passed       # tensors are accepted too
+
+
+@pytest.mark.parametrize("wrong, failing, hint", [
+    (lambda m, l, u: _reader_gaussian(m, l, u).sum(-1), 5, "subtract log(1 - tanh(u)^2)"),
+    (lambda m, l, u: (_reader_gaussian(m, l, u) + 2 * (np.log(2) - u - np.logaddexp(0, -2 * u))).sum(-1), 5,
+     "wrong sign"),
+    (lambda m, l, u: (_reader_gaussian(m, l, u) - np.log(np.abs(1 - u ** 2))).sum(-1), 5, "not u itself"),
+    (lambda m, l, u: (_reader_gaussian(m, l, u) - np.log(1 - np.tanh(u) ** 2)).sum(-1), 1, "softplus"),
+    (lambda m, l, u: (_reader_gaussian(m, l, u) - 2 * (np.log(2) - u - np.logaddexp(0, -2 * u))), 5, "sum"),
+    (lambda m, l, u: (-0.5 * ((u - m) / np.exp(l)) ** 2 - l - 2 * (np.log(2) - u - np.logaddexp(0, -2 * u))).sum(-1),
+     5, "log(2 pi)"),
+    (lambda m, l, u: (-0.5 * ((u - m) / l) ** 2 - np.log(np.abs(l)) - 0.5 * np.log(2 * np.pi)
+                      - 2 * (np.log(2) - u - np.logaddexp(0, -2 * u))).sum(-1), 5, "std = exp(log_std)"),
+])
+def test_the_checker_names_the_classic_mistakes(wrong, failing, hint):
+    from rl2llm.exercises import check_squashed_log_prob
+
+    with np.errstate(all="ignore"):
+        result = check_squashed_log_prob(wrong)
+    assert not result.passed and len(result.failures) == failing
+    assert all(hint in case.hint for case in result.failures), result.report()
+
+
+def test_the_checker_reports_a_crash_a_none_and_a_wrong_signature():
+    from rl2llm.exercises import check_squashed_log_prob
+
+    def crash(mean, log_std, u):
+        raise ValueError("not yet")
+
+    assert "raised ValueError: not yet" in check_squashed_log_prob(crash).cases[0].message
+    assert "forget the return" in check_squashed_log_prob(lambda m, l, u: None).cases[0].message
+    with pytest.raises(TypeError, match="fn must take 3 arguments"):
+        check_squashed_log_prob(lambda m, l: None)
+    with pytest.raises(TypeError, match="fn must be your function"):
+        check_squashed_log_prob("solution")

@@ -13,7 +13,9 @@ advantage estimates over episodes that terminate or are truncated, checked by
 matrix-vector product, checked by :func:`check_conjugate_gradient`; and by Lecture 6
 (PPO): the clipped policy loss, per action or per token, checked by :func:`check_ppo_loss`; and by Lecture 11
 (tokenization): the BPE encoding of one piece, checked by :func:`check_bpe_encode`; and by
-Lecture 9 (attention): scaled dot-product attention with a causal mask, checked by :func:`check_attention`.
+Lecture 9 (attention): scaled dot-product attention with a causal mask, checked by :func:`check_attention`;
+and by Lecture 7 (off-policy learning): SAC's log-probability of a tanh-squashed Gaussian action,
+checked by :func:`check_squashed_log_prob`.
 
 Each checker runs your function on several small worlds (terminal states,
 a discount close to 1, a discount of 0 or of 1, several actions), compares
@@ -1514,5 +1516,134 @@ def check_attention(fn: Callable) -> CheckResult:
             message = (f"out differs from the reference in {int((gap > 1e-6).sum())} of {out.numel()} entries; "
                        f"the largest difference is at out{list(where)} (head {where[0]}, query {where[1]}): "
                        f"yours {out[where].item():.6g}, expected {right[where].item():.6g}")
+        results.append(CaseResult(case.name, False, message, hint))
+    return CheckResult(checker, tuple(results))
+
+
+# --------------------------------------------------------------------------- Lecture 7: the tanh-squashed Gaussian
+#
+# ``squashed_log_prob(mean, log_std, u) -> log_prob``: the log-density of the action a = tanh(u) when
+# u ~ Normal(mean, exp(log_std)) independently per dimension, summed over the last axis; checked by
+# :func:`check_squashed_log_prob` against :func:`rl2llm.offpolicy.squashed_gaussian_log_prob`.
+
+_SQUASHED_CALL = "squashed_log_prob(mean, log_std, u)"
+_LOG_2PI = float(np.log(2 * np.pi))
+
+
+@dataclass(frozen=True)
+class _SquashedCase:
+    name: str
+    mean: np.ndarray      # (n, d)
+    log_std: np.ndarray   # (n, d)
+    u: np.ndarray         # (n, d), the sample before tanh
+
+
+def _squashed_cases() -> list[_SquashedCase]:
+    rng = np.random.default_rng(7)
+
+    def case(name, mean, log_std, u):
+        return _SquashedCase(name, *(np.array(x, dtype=float) for x in (mean, log_std, u)))
+
+    mean3, log_std3 = rng.normal(size=(5, 3)), rng.uniform(-1.5, 0.5, size=(5, 3))
+    return [
+        case("one action, one dimension: a standard normal, u = 0.5", [[0.0]], [[0.0]], [[0.5]]),
+        case("four actions, one dimension, mean 0.3, std 0.5", [[0.3]] * 4, [[np.log(0.5)]] * 4,
+             [[-1.0], [0.0], [0.7], [2.0]]),
+        case("five actions of three dimensions (sum over the dimensions)", mean3, log_std3,
+             mean3 + np.exp(log_std3) * rng.normal(size=(5, 3))),
+        case("a wide policy, std 3: samples far out, where tanh(u) is close to +-1", [[0.0]] * 3, [[np.log(3.0)]] * 3,
+             [[-6.0], [4.5], [8.0]]),
+        case("u = +-25: tanh(u) rounds to exactly +-1 in float64", [[20.0], [-20.0]], [[1.0], [1.0]],
+             [[25.0], [-25.0]]),
+    ]
+
+
+def _squashed_reference(c: _SquashedCase) -> np.ndarray:
+    from .offpolicy import squashed_gaussian_log_prob
+
+    return squashed_gaussian_log_prob(c.mean, c.log_std, c.u).numpy()
+
+
+def _squashed_mistakes(c: _SquashedCase) -> list[tuple[np.ndarray, str]]:
+    std = np.exp(c.log_std)
+    gaussian = -0.5 * ((c.u - c.mean) / std) ** 2 - c.log_std - 0.5 * _LOG_2PI        # (n, d)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_derivative = np.log(1.0 - np.tanh(c.u) ** 2)
+        naive_u = np.log(np.abs(1.0 - c.u ** 2))
+        std_as_log = -0.5 * ((c.u - c.mean) / c.log_std) ** 2 - np.log(np.abs(c.log_std)) - 0.5 * _LOG_2PI
+    stable = 2.0 * (np.log(2.0) - c.u - np.logaddexp(0.0, -2.0 * c.u))
+    return [
+        (gaussian.sum(-1), "this is the Gaussian's log-density of u, but the action is tanh(u): subtract "
+                           "log(1 - tanh(u)^2), the log of tanh's derivative, for every dimension"),
+        ((gaussian + stable).sum(-1), "the tanh term has the wrong sign: squashing packs the probability into a "
+                                      "smaller interval, so the density of a is higher, log p(a) = log N(u) - "
+                                      "log(1 - tanh(u)^2)"),
+        ((gaussian - naive_u).sum(-1), "the correction must use tanh(u), the action, not u itself: "
+                                       "log(1 - tanh(u)^2)"),
+        ((gaussian - stable).sum(-1) + 0.5 * _LOG_2PI * c.u.shape[1],
+         "everything but the constant: the Gaussian's log-density includes -0.5 * log(2 pi) per dimension"),
+        ((std_as_log - stable).sum(-1), "log_std is the logarithm of the standard deviation: use "
+                                        "std = exp(log_std)"),
+        ((gaussian - log_derivative).sum(-1), "right where tanh(u) is not too close to +-1: where it rounds to "
+                                              "+-1, 1 - tanh(u)^2 is 0 and its log is -inf; write "
+                                              "log(1 - tanh(u)^2) as 2 * (log 2 - u - softplus(-2 u)), "
+                                              "softplus(x) = log(1 + exp(x)) = np.logaddexp(0, x)"),
+    ]
+
+
+def check_squashed_log_prob(fn: Callable) -> CheckResult:
+    """Check ``fn(mean, log_std, u) -> log_prob``: SAC's log-probability of ``a = tanh(u)``.
+
+    ``mean``, ``log_std`` and ``u`` are float64 arrays of shape ``(n, d)`` (``n`` actions of
+    ``d`` dimensions; ``u ~ Normal(mean, exp(log_std))`` per dimension, before squashing);
+    the answer has shape ``(n,)``: the log-density of each squashed action, summed over its
+    dimensions. The cases include three dimensions, samples far from the mean, and ``u``
+    so large that ``tanh(u)`` rounds to 1 (the answer must still be finite and right). It
+    counts as right within 1e-6 (relative) of :func:`rl2llm.offpolicy.squashed_gaussian_log_prob`.
+    """
+    checker = "check_squashed_log_prob"
+    _check_callable(fn, checker, 3, _SQUASHED_CALL)
+    results = []
+    for case in _squashed_cases():
+        want = _squashed_reference(case)
+        n = len(want)
+        answer, error = _call(fn, (case.mean.copy(), case.log_std.copy(), case.u.copy()))
+        if error:
+            results.append(CaseResult(case.name, False, error))
+            continue
+        if answer is None:
+            results.append(CaseResult(case.name, False, "returned None instead of the log-probabilities; did "
+                                                        "you forget the return statement?"))
+            continue
+        try:
+            mine = np.asarray(answer.detach() if hasattr(answer, "detach") else answer, dtype=float)
+        except (TypeError, ValueError):
+            results.append(CaseResult(case.name, False, f"returned {describe(answer)}; expected an array of "
+                                                        f"shape ({n},)"))
+            continue
+        if mine.shape != (n,):
+            hint = ("one number per action: sum the log-densities over the last axis, .sum(axis=-1)"
+                    if mine.shape == case.u.shape else "")
+            results.append(CaseResult(case.name, False, f"returned shape {mine.shape}; expected ({n},), one "
+                                                        "log-probability per action", hint))
+            continue
+        bad = ~np.isfinite(mine)
+        off = ~(np.abs(mine - want) <= 1e-6 * np.maximum(1.0, np.abs(want)))
+        if not off.any():
+            results.append(CaseResult(case.name, True))
+            continue
+        i = int(np.argmax(bad | off))
+        message = (f"wrong for {int(off.sum())} of {n} actions; the first is action {i} (u = "
+                   f"{np.array2string(case.u[i], precision=3)}): yours {mine[i]:.6g}, expected {want[i]:.6g}")
+        hint = ""
+        for values, why in _squashed_mistakes(case):
+            with np.errstate(invalid="ignore"):
+                same = np.allclose(mine, values, rtol=1e-6, atol=1e-9, equal_nan=True)
+            if same and not np.allclose(values, want, rtol=1e-6, atol=1e-9):
+                hint = why
+                break
+        if not hint and bad.any():
+            hint = ("a value is not finite: where tanh(u) rounds to +-1, log(1 - tanh(u)^2) is log(0); use "
+                    "2 * (log 2 - u - softplus(-2 u)), with softplus(x) = np.logaddexp(0, x)")
         results.append(CaseResult(case.name, False, message, hint))
     return CheckResult(checker, tuple(results))
