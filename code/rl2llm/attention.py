@@ -673,10 +673,10 @@ def _train_step(model, optimizer, schedule, tokens, targets) -> float:
     return loss.item()
 
 
-def train_lag_model(positional: str, seed: int = 0, *, steps: int = 150, batch: int = 32,
+def train_lag_model(positional: str, seed: int = 0, *, steps: int = 100, batch: int = 32,
                     min_len: int = 8, max_len: int = 32, vocab: int = 16, lag: int = 1,
                     d_model: int = 32, n_heads: int = 4, n_layers: int = 2, table_len: int = 512,
-                    learning_rate: float = 1e-2, mlp: bool = False) -> tuple[TinyAttentionModel, list[float]]:
+                    learning_rate: float = 2e-2, mlp: bool = False) -> tuple[TinyAttentionModel, list[float]]:
     """Train a :class:`TinyAttentionModel` on :func:`lag_task`, lengths drawn from ``min_len .. max_len``.
 
     A fresh batch every step (the data never repeat), trained with
