@@ -125,6 +125,21 @@ def test_dyna_q_plus_finds_the_shortcut_that_dyna_q_misses():
     assert min(last[1e-3]) > 1.2 * max(last[0.0])
 
 
+def test_on_slippery_ice_planning_with_the_last_outcome_makes_the_policy_worse():
+    """Lecture 8's exercise: Dyna-Q's model keeps the last outcome, which is wrong on the ice."""
+    from rl2llm.dp import evaluate_finite_horizon, greedy_policy
+
+    env = gym.make("FrozenLake-v1", is_slippery=True)
+    lake = from_gymnasium(env, gamma=1.0)
+
+    def arrival(Q):
+        return evaluate_finite_horizon(lake, greedy_policy(Q), 100)[lake.start]
+
+    for seed in (0, 1):
+        plain, planned = (arrival(dyna_q(env, n, 2000, gamma=0.99, seed=seed, quiet=True).Q) for n in (0, 5))
+        assert planned < plain - 0.2
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(env=gym.make("CartPole-v1")), TypeError, "env must be a tabular"),
     (dict(n_planning=-1), ValueError, "n_planning"),
@@ -377,3 +392,64 @@ def test_mpc_with_a_learned_model_swings_up_within_a_thousand_steps(seed):
     assert len(result.episode_returns) == 5
     assert result.episode_returns[0] < -700                      # random actions
     assert np.all(result.episode_returns[-2:] > -200)
+
+
+# --------------------------------------------------------------------------- the exercise's checker
+
+
+def _refit(candidates, scores, n_elites):
+    elites = candidates[np.argsort(scores)[-n_elites:]]
+    return elites.mean(axis=0), elites.std(axis=0)
+
+
+def test_the_cem_checker_passes_the_reference_and_torch_answers():
+    from rl2llm.exercises import check_cem_refit
+
+    result = check_cem_refit(_refit)
+    assert result.passed and len(result.cases) == 8, result.report()
+
+    def in_torch(candidates, scores, n_elites):
+        c = torch.as_tensor(candidates)
+        elites = c[torch.as_tensor(scores).topk(n_elites).indices]
+        return elites.mean(0), elites.std(0, correction=0)
+
+    assert check_cem_refit(in_torch).passed
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda c, s, k: (c[np.argsort(s)[:k]].mean(0), c[np.argsort(s)[:k]].std(0)), "keep the n_elites *largest*"),
+    (lambda c, s, k: (c[np.argsort(s)[-k:]].mean(0), c[np.argsort(s)[-k:]].std(0, ddof=1)), "divide by n_elites"),
+    (lambda c, s, k: (c[np.argsort(s)[-k:]].mean(0), c[np.argsort(s)[-k:]].var(0)), "the variance"),
+    (lambda c, s, k: (c.mean(0), c.std(0)), "elites only"),
+    (lambda c, s, k: (c[np.argsort(s)[-k - 1:]].mean(0), c[np.argsort(s)[-k - 1:]].std(0)), "one too many"),
+    (lambda c, s, k: _refit(c, s, k)[::-1], "(mean, std) in that order"),
+])
+def test_the_cem_checker_names_the_classic_mistakes(wrong, hint):
+    from rl2llm.exercises import check_cem_refit
+
+    result = check_cem_refit(wrong)
+    assert not result.passed
+    assert any(hint in case.hint for case in result.failures), result.report()
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda c, s, k: None, "did you forget the return statement"),
+    (lambda c, s, k: _refit(c, s, k)[0], "return a pair (mean, std)"),
+    (lambda c, s, k: (c[np.argsort(s)[-k:]].mean((0, 1)), c[np.argsort(s)[-k:]].std((0, 1))),
+     "averaged over the time steps too"),
+    (lambda c, s, k: 1 / 0, "raised ZeroDivisionError"),
+])
+def test_the_cem_checker_says_what_is_wrong_with_the_answer(wrong, message):
+    from rl2llm.exercises import check_cem_refit
+
+    result = check_cem_refit(wrong)
+    assert not result.passed and all(message in case.message for case in result.failures), result.report()
+
+
+def test_the_cem_checker_checks_its_argument():
+    from rl2llm.exercises import check_cem_refit
+
+    with pytest.raises(TypeError, match="fn must be your function"):
+        check_cem_refit("cem_refit")
+    with pytest.raises(TypeError, match="must take 3 arguments"):
+        check_cem_refit(lambda candidates, scores: None)

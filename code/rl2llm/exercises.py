@@ -14,6 +14,7 @@ matrix-vector product, checked by :func:`check_conjugate_gradient`; and by Lectu
 (PPO): the clipped policy loss, per action or per token, checked by :func:`check_ppo_loss`; and by Lecture 11
 (tokenization): the BPE encoding of one piece, checked by :func:`check_bpe_encode`; and by
 Lecture 9 (attention): scaled dot-product attention with a causal mask, checked by :func:`check_attention`;
+and by Lecture 8 (model-based RL): the cross-entropy method's refit, checked by :func:`check_cem_refit`;
 and by Lecture 7 (off-policy learning): SAC's log-probability of a tanh-squashed Gaussian action,
 checked by :func:`check_squashed_log_prob`.
 
@@ -1516,6 +1517,146 @@ def check_attention(fn: Callable) -> CheckResult:
             message = (f"out differs from the reference in {int((gap > 1e-6).sum())} of {out.numel()} entries; "
                        f"the largest difference is at out{list(where)} (head {where[0]}, query {where[1]}): "
                        f"yours {out[where].item():.6g}, expected {right[where].item():.6g}")
+        results.append(CaseResult(case.name, False, message, hint))
+    return CheckResult(checker, tuple(results))
+
+
+# =========================================================================== Lecture 8: CEM's refit
+#
+# Lecture 8 (Model-based RL) asks for ``cem_refit(candidates, scores, n_elites) -> (mean, std)``,
+# the cross-entropy method's new Gaussian fitted to the best candidates, checked by
+# :func:`check_cem_refit` against rl2llm.model_based's own refit.
+
+#: The call the CEM exercise makes.
+_CEM_CALL = "cem_refit(candidates, scores, n_elites)"
+
+
+@dataclass(frozen=True)
+class _CEMCase:
+    name: str
+    candidates: np.ndarray
+    scores: np.ndarray
+    n_elites: int
+
+
+def _cem_cases() -> list[_CEMCase]:
+    rng = np.random.default_rng(8)
+
+    def case(name, n, horizon, dims, n_elites, scores=None):
+        candidates = rng.normal(size=(n, horizon, dims))
+        if scores is None:
+            scores = rng.permutation(n).astype(float) - n / 2     # distinct scores, in no order
+        return _CEMCase(name, candidates, np.asarray(scores, dtype=float), n_elites)
+
+    tied = np.array([5.0, 1.0, 5.0, -2.0, 3.0, 0.0, 5.0, -1.0])   # three tied at the top, then 3
+    return [
+        case("one action dimension, horizon 3, 3 elites of 10", 10, 3, 1, 3),
+        case("two action dimensions, horizon 4, 4 elites of 12", 12, 4, 2, 4),
+        case("one elite (its spread is 0)", 8, 3, 2, 1),
+        case("every candidate an elite", 6, 2, 1, 6),
+        case("every score negative", 9, 3, 1, 3, scores=-1.0 - rng.permutation(9)),
+        case("ties among the elites", 8, 2, 2, 4, scores=tied),
+        case("horizon 1, three action dimensions", 10, 1, 3, 5),
+        case("200 candidates, 20 elites", 200, 5, 2, 20),
+    ]
+
+
+def _cem_reference(candidates: np.ndarray, scores: np.ndarray, n_elites: int) -> tuple[np.ndarray, np.ndarray]:
+    """The package's own refit (rl2llm.model_based), in float64."""
+    import torch
+
+    from .model_based import _refit  # imported here: Lecture 1's checkers do not need torch
+
+    best = np.argsort(-scores, kind="stable")[:n_elites]
+    mean, std = _refit(torch.as_tensor(candidates[best], dtype=torch.float64))
+    return mean.numpy(), std.numpy()
+
+
+def _cem_alternatives(case: _CEMCase) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """(mean, std) pairs that the classic mistakes produce, each with the hint that explains it."""
+    c, s, k = case.candidates, case.scores, case.n_elites
+    order = np.argsort(-s, kind="stable")
+    elites, worst = c[order[:k]], c[order[::-1][:k]]
+    out = [(worst.mean(0), worst.std(0), "higher scores are better: keep the n_elites *largest* scores "
+                                         "(np.argsort sorts from the smallest up)")]
+    if k > 1:
+        out.append((elites.mean(0), elites.std(0, ddof=1),
+                    "the spread is the population standard deviation of the elites: divide by n_elites "
+                    "(np.std's default, ddof=0; torch.std divides by n - 1 unless correction=0)"))
+    out.append((elites.mean(0), elites.var(0), "you returned the variance: the spread is its square root"))
+    if k < len(s):
+        out.append((c.mean(0), c.std(0), "fit the Gaussian to the elites only, not to every candidate"))
+        out.append((c[order[:k + 1]].mean(0), c[order[:k + 1]].std(0), "keep exactly n_elites candidates "
+                                                                       "(one too many here)"))
+    if k > 1:
+        out.append((c[order[:k - 1]].mean(0), c[order[:k - 1]].std(0), "keep exactly n_elites candidates "
+                                                                        "(one too few here)"))
+    out.append((elites.std(0), elites.mean(0), "return (mean, std) in that order"))
+    return out
+
+
+def _as_pair_of(answer, shape: tuple[int, ...]) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+    """The reader's answer as two float arrays of ``shape``, or a message saying why it is not."""
+    if answer is None:
+        return None, "returned None instead of (mean, std); did you forget the return statement?"
+    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+        return None, f"returned {describe(answer)}; return a pair (mean, std)"
+    arrays = []
+    for name, value in zip(("mean", "std"), answer):
+        try:
+            array = np.asarray(value.detach() if hasattr(value, "detach") else value, dtype=float)
+        except (TypeError, ValueError):
+            return None, f"{name} is {describe(value)}; it must be an array of numbers of shape {shape}"
+        if array.shape != shape:
+            hint = ""
+            if array.shape == shape[1:] or array.shape == ():
+                hint = " (you averaged over the time steps too: keep one value per step and action dimension)"
+            elif len(array.shape) == 3:
+                hint = " (average over the candidates, axis 0)"
+            return None, f"{name} has shape {array.shape}; expected (horizon, action_dim) = {shape}{hint}"
+        if not np.all(np.isfinite(array)):
+            return None, f"{name} has a value that is not finite: every entry must be a number"
+        arrays.append(array)
+    return (arrays[0], arrays[1]), ""
+
+
+def check_cem_refit(fn: Callable) -> CheckResult:
+    """Check ``fn(candidates, scores, n_elites) -> (mean, std)``, the refit step of the cross-entropy method.
+
+    ``candidates`` has shape ``(N, horizon, action_dim)``, ``scores`` ``(N,)`` (higher is better).
+    The answer must be the mean and the population standard deviation (divided by ``n_elites``) of
+    the ``n_elites`` best-scoring candidates, per step and action dimension, each of shape
+    ``(horizon, action_dim)``, within ``1e-6``, on eight cases: one or several action dimensions,
+    one elite, every candidate an elite, negative scores, ties among the elites, a horizon of 1,
+    and a larger population. The reference is :func:`rl2llm.model_based.cem`'s own refit.
+    """
+    checker = "check_cem_refit"
+    _check_callable(fn, checker, 3, _CEM_CALL)
+    results = []
+    for case in _cem_cases():
+        want_mean, want_std = _cem_reference(case.candidates, case.scores, case.n_elites)
+        answer, error = _call(fn, (case.candidates.copy(), case.scores.copy(), case.n_elites))
+        if error:
+            results.append(CaseResult(case.name, False, error))
+            continue
+        pair, problem = _as_pair_of(answer, want_mean.shape)
+        if problem:
+            results.append(CaseResult(case.name, False, problem))
+            continue
+        mean, std = pair
+        ok_mean, ok_std = _close(mean, want_mean).all(), _close(std, want_std).all()
+        if ok_mean and ok_std:
+            results.append(CaseResult(case.name, True))
+            continue
+        name, mine, want = ("mean", mean, want_mean) if not ok_mean else ("std", std, want_std)
+        gap = np.abs(mine - want)
+        t, d = np.unravel_index(int(np.argmax(gap)), gap.shape)
+        message = (f"{name} differs from the reference at step {t}, action dimension {d}: yours "
+                   f"{mine[t, d]:.6g}, expected {want[t, d]:.6g}"
+                   + ("" if ok_mean or ok_std else " (the std differs too)"))
+        hint = next((why for alt_mean, alt_std, why in _cem_alternatives(case)
+                     if np.allclose(mean, alt_mean, atol=1e-9) and np.allclose(std, alt_std, atol=1e-9)
+                     and not (np.allclose(alt_mean, want_mean) and np.allclose(alt_std, want_std))), "")
         results.append(CaseResult(case.name, False, message, hint))
     return CheckResult(checker, tuple(results))
 

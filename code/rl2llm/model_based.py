@@ -660,11 +660,16 @@ def _cem(evaluate, low, high, n_candidates, n_elites, iterations, mean, std, gen
         candidates = torch.maximum(torch.minimum(mean + std * noise, high), low)
         scores = _scores(evaluate, candidates)
         top = scores.topk(n_elites)
-        elites = candidates[top.indices]
-        mean, std = elites.mean(dim=0), elites.std(dim=0, correction=0)
+        mean, std = _refit(candidates[top.indices])
         stds.append(float(std.mean()))
         best_values.append(float(top.values[0]))
     return Plan(mean, float(top.values.mean()), np.array(stds), np.array(best_values))
+
+
+def _refit(elites: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CEM's new Gaussian: the mean and the population standard deviation (divided by the number of
+    elites) of the elite sequences, per step and action dimension."""
+    return elites.mean(dim=0), elites.std(dim=0, correction=0)
 
 
 def imagined_returns(model: Callable, reward_fn: Callable, obs, action_seqs) -> torch.Tensor:
