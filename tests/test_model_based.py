@@ -453,3 +453,14 @@ def test_the_cem_checker_checks_its_argument():
         check_cem_refit("cem_refit")
     with pytest.raises(TypeError, match="must take 3 arguments"):
         check_cem_refit(lambda candidates, scores: None)
+
+
+def test_the_cem_checkers_reference_is_the_planners_refit():
+    from rl2llm.exercises import _cem_cases, _cem_reference
+    from rl2llm.model_based import _refit
+
+    for case in _cem_cases():
+        mean, std = _cem_reference(case.candidates, case.scores, case.n_elites)
+        best = torch.as_tensor(case.scores).topk(case.n_elites).indices
+        ref_mean, ref_std = _refit(torch.as_tensor(case.candidates)[best])
+        assert np.allclose(mean, ref_mean.numpy()) and np.allclose(std, ref_std.numpy())
