@@ -62,14 +62,15 @@ from torch import nn
 
 from . import _validate as check
 from .dqn import ReplayBuffer, flush_denormals, torch_threads
-from .ppo import _gaussian_log_prob
+from .ppo import _checked_ppo_env, _gaussian_log_prob
 from .progress import progress
 from .rollouts import collect_episodes, play_episodes, reward_to_go, steps_since_start
 
 __all__ = [
     "soft_update", "squashed_gaussian_log_prob", "temperature_loss", "MLPStack", "Critics", "DeterministicActor",
     "SquashedGaussianActor", "SACConfig", "TD3Config", "DDPG", "OffPolicyResult", "Checkpoint", "train_sac",
-    "train_td3", "train_ddpg", "train_seeds", "evaluate_actor", "value_estimates", "config_dict",
+    "train_td3", "train_ddpg", "train_seeds", "evaluate_actor", "value_estimates", "ValueEstimates", "config_dict",
+    "PER_RUN",
 ]
 
 _LOG2 = math.log(2.0)
@@ -615,30 +616,13 @@ class OffPolicyResult:
 # --------------------------------------------------------------------------- training
 
 
-class _Spaces(NamedTuple):
-    obs_dim: int
-    act_dim: int
-    low: np.ndarray
-    high: np.ndarray
-
-
-def _checked_env_id(env_id) -> _Spaces:
-    if not isinstance(env_id, str):
-        raise TypeError(f"env_id must be the id of a gymnasium environment such as 'Pendulum-v1', "
-                        f"got {check.describe(env_id)}")
-    try:
-        env = gym.make(env_id)
-    except gym.error.Error as err:
-        raise ValueError(f"env_id {env_id!r} is not a gymnasium environment ({err})") from None
-    obs_space, action_space = env.observation_space, env.action_space
-    env.close()
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1 \
-            or not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1 \
-            or not action_space.is_bounded():
-        raise ValueError(f"env_id {env_id!r} must have a flat Box observation space and flat, bounded Box "
-                         f"actions (an actor outputs a vector of real numbers); it has {obs_space} and {action_space}")
-    return _Spaces(obs_space.shape[0], action_space.shape[0], action_space.low.astype(np.float32),
-                   action_space.high.astype(np.float32))
+def _checked_env_id(env_id):
+    """The spaces of ``env_id`` (Lecture 6's check: a flat Box observation), which must have flat, bounded Box actions."""
+    spaces = _checked_ppo_env(env_id)
+    if spaces.discrete:
+        raise ValueError(f"env_id {env_id!r} has Discrete actions; DDPG, TD3 and SAC need flat, bounded Box actions "
+                         f"(an actor outputs a vector of real numbers): use DQN (rl2llm.dqn) or PPO")
+    return spaces
 
 
 def _checked_run_args(eval_every, eval_episodes, description):
@@ -799,7 +783,7 @@ def _variation(configs) -> _Variation:
                       [c.target_noise > 0 for c in configs], True)
 
 
-def _train(env_id, spaces: _Spaces, configs, seeds, eval_every, eval_episodes, keep_checkpoints,
+def _train(env_id, spaces, configs, seeds, eval_every, eval_episodes, keep_checkpoints,
            description) -> list[OffPolicyResult]:
     start_time = time.perf_counter()
     c = configs[0]                  # the settings all runs share (see PER_RUN)
