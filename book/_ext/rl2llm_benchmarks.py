@@ -345,12 +345,22 @@ class BPEBenchmark(_ResultsDirective):
         lib = "Hugging Face tokenizers (written in Rust" + ("" if self.manager else
                                                             f", {data['settings']['threads']} threads") + ")"
         parts = []
-        for r in rows:
-            ratio = r["seconds"]["tokenizers"] / r["seconds"]["incremental"]
-            if ratio <= 1:
-                parts.append(f"the library trains {1 / ratio:.1f} times as fast as ours on {self._label(r)}")
+        for text in dict.fromkeys(r["text"] for r in rows):   # one phrase per text, the ratios as a range
+            group = [r for r in rows if r["text"] == text]
+            ratios = [r["seconds"]["tokenizers"] / r["seconds"]["incremental"] for r in group]
+            sizes = [r["vocab_size"] for r in group]
+            unit = "pieces" if self.manager else "tokens"
+            where = (self._label(group[0]) if len(group) == 1 else
+                     self._label(group[0]).split(" (")[0] + f" ({_fmt_int(min(sizes))} to {_fmt_int(max(sizes))} "
+                                                            f"{unit})")
+            span = lambda xs: f"{min(xs):.1f}" if len(xs) == 1 or f"{min(xs):.1f}" == f"{max(xs):.1f}" \
+                else f"{min(xs):.1f} to {max(xs):.1f}"   # noqa: E731
+            if all(x <= 1 for x in ratios):
+                parts.append(f"the library trains {span([1 / x for x in ratios])} times as fast as ours on {where}")
+            elif all(x > 1 for x in ratios):
+                parts.append(f"ours trains {span(ratios)} times as fast on {where}")
             else:
-                parts.append(f"ours trains {ratio:.1f} times as fast on {self._label(r)}")
+                parts.append(f"on {where} the ratio of their time to ours is {span(ratios)}")
         words.append(f"Against {lib}: " + "; ".join(parts) + ".")
         if any(r["seconds"]["tokenizers"] > r["seconds"]["incremental"] for r in rows):
             if self.manager:
@@ -414,8 +424,10 @@ class BPEBenchmark(_ResultsDirective):
                 f"{split}. Byte-level BPE on both sides, GPT-2's pre-tokenizer, min_frequency "
                 f"{settings['min_frequency']}, the text given to each as one string; bytes per token on held-out "
                 f"text; \"same merges\": merges learned by both (ties between equally frequent pairs are broken "
-                f"differently). Encoding the held-out text: ours {enc_ours:.1f} MB/s, tokenizers {enc_theirs:.1f} "
-                "MB/s.")
+                f"differently). By CPU time, which adds up tokenizers' threads, tokenizers over ours: "
+                + ", ".join(f"{r['cpu_seconds']['tokenizers'] / r['cpu_seconds']['incremental']:.2f}" for r in rows)
+                + f" (the rows in order). Encoding the held-out text: ours {enc_ours:.1f} MB/s, tokenizers "
+                f"{enc_theirs:.1f} MB/s.")
         text += (f" Measured {data['date']} on {m['cpu']} ({m['cores']} cores), tokenizers with "
                  f"RAYON_NUM_THREADS={settings['threads']}; Python {v['python']}, tokenizers {v['tokenizers']}, "
                  f"regex {v['regex']}, rl2llm at commit {data['rl2llm_commit']}.")
