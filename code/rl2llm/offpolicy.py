@@ -99,9 +99,10 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     _soft_update(targets, sources, tau)
 
 
-def _soft_update(targets: list[torch.Tensor], sources: list[torch.Tensor], tau: float) -> None:
-    with torch.no_grad():
-        torch._foreach_lerp_(targets, sources, tau)  # target + tau * (source - target), every tensor in one call
+def _soft_update(targets: list[torch.Tensor], sources: list[torch.Tensor],
+                 tau: float) -> None:
+    with torch.no_grad():   # target + tau * (source - target), all tensors in one call
+        torch._foreach_lerp_(targets, sources, tau)
 
 
 def squashed_gaussian_log_prob(mean, log_std, pre_tanh) -> torch.Tensor:
@@ -129,12 +130,18 @@ def squashed_gaussian_log_prob(mean, log_std, pre_tanh) -> torch.Tensor:
 
 
 def _squashed_log_prob(mean, log_std, pre_tanh, correction=True) -> torch.Tensor:
-    """``correction``: True, False, or a ``(k, 1)`` tensor of ones and zeros (per agent, for agents side by side)."""
-    log_prob = _gaussian_log_prob(mean, log_std, pre_tanh)  # Lecture 6's Gaussian, summed over dimensions
+    """``correction``: True, False, or a ``(k, 1)`` tensor of ones and zeros
+    (per agent, for agents side by side)."""
+    # Lecture 6's Gaussian log-density of the sample before tanh, summed over dimensions
+    log_prob = _gaussian_log_prob(mean, log_std, pre_tanh)
     if correction is False:
         return log_prob
-    log_derivative = (2.0 * (_LOG2 - pre_tanh - nn.functional.softplus(-2.0 * pre_tanh))).sum(dim=-1)
-    return log_prob - (log_derivative if correction is True else correction * log_derivative)
+    # log(1 - tanh(u)^2), in a form that stays finite where tanh(u) rounds to +-1
+    log_derivative = 2.0 * (_LOG2 - pre_tanh - nn.functional.softplus(-2.0 * pre_tanh))
+    log_derivative = log_derivative.sum(dim=-1)
+    if correction is True:
+        return log_prob - log_derivative
+    return log_prob - correction * log_derivative
 
 
 def temperature_loss(log_alpha, log_probs, target_entropy: float) -> torch.Tensor:
@@ -164,7 +171,8 @@ def temperature_loss(log_alpha, log_probs, target_entropy: float) -> torch.Tenso
 
 
 def _temperature_loss(log_alpha, log_probs, target_entropy: float) -> torch.Tensor:
-    return -(log_alpha[..., None] * (log_probs + target_entropy).detach()).mean(dim=-1).sum()
+    bracket = (log_probs + target_entropy).detach()   # no gradient into the policy
+    return -(log_alpha[..., None] * bracket).mean(dim=-1).sum()
 
 
 def _as_tensor(name: str, value) -> torch.Tensor:
@@ -896,38 +904,45 @@ def _sample(buffers: list[ReplayBuffer], batch_size: int) -> _Batch:
     return _Batch(*(torch.stack([getattr(b, name) for b in batches]) for name in _Batch._fields))
 
 
-def _sac_sample(actor, obs, noise, correction: bool = True):
-    """A reparameterised sample of the squashed Gaussian policy, ``tanh(mean + std * noise)``, and its log-probability."""
+def _sac_sample(actor, obs, noise, correction=True):
+    """A reparameterised sample of the squashed Gaussian policy,
+    ``tanh(mean + std * noise)``, and its log-probability."""
     mean, log_std = actor(obs)
     pre_tanh = mean + log_std.exp() * noise
     return torch.tanh(pre_tanh), _squashed_log_prob(mean, log_std, pre_tanh, correction)
 
 
-def _sac_update(batch: _Batch, actor, critics, target_critics, log_alpha, actor_opt, critic_opt, c: SACConfig,
-                noise, target_entropy: float, correction=True):
-    """One gradient step of SAC for every agent; returns per-agent statistics (critic loss, mean Q,
-    temperature, entropy estimate)."""
+def _sac_update(batch: _Batch, actor, critics, target_critics, log_alpha, actor_opt,
+                critic_opt, c: SACConfig, noise, target_entropy: float, correction=True):
+    """One gradient step of SAC for every agent; returns per-agent statistics
+    (critic loss, mean Q, temperature, entropy estimate)."""
     n = batch.obs.shape[1]
-    alpha = log_alpha.detach().exp() if log_alpha is not None else torch.full((len(batch.obs),), c.ent_coef)
+    if log_alpha is not None:
+        alpha = log_alpha.detach().exp()
+    else:
+        alpha = torch.full((len(batch.obs),), c.ent_coef)
 
-    # Critics: regress on r + gamma * (min of the target critics - alpha * log pi) at the next state
+    # Critics: regress on r + gamma * (min target critic - alpha * log pi) at s'
     with torch.no_grad():
-        next_action, next_log_prob = _sac_sample(actor, batch.next_obs, noise[:, n:].contiguous(), correction)
+        next_action, next_log_prob = _sac_sample(
+            actor, batch.next_obs, noise[:, n:].contiguous(), correction)
         next_q = target_critics(batch.next_obs, next_action).min(dim=1).values
         soft_value = next_q - alpha[:, None] * next_log_prob
         target = batch.rewards + c.gamma * (1.0 - batch.terminated) * soft_value
-    q = critics(batch.obs, batch.actions)                        # (agents, critics, n)
+    q = critics(batch.obs, batch.actions)                 # (agents, critics, n)
     critic_loss = 0.5 * ((q - target[:, None]) ** 2).mean(dim=2).sum(dim=1)
     critic_opt.zero_grad()
     critic_loss.sum().backward()
     critic_opt.step()
 
-    # Actor: minimise alpha * log pi - min Q, the critics' weights held fixed; and the temperature
-    action, log_prob = _sac_sample(actor, batch.obs, noise[:, :n].contiguous(), correction)
+    # Actor: minimise alpha * log pi - min Q, the critics' weights held fixed
+    action, log_prob = _sac_sample(actor, batch.obs, noise[:, :n].contiguous(),
+                                   correction)
     q_pi = critics(batch.obs, action, critics._detached()).min(dim=1).values
     actor_loss = (alpha[:, None] * log_prob - q_pi).mean(dim=1).sum()
-    if log_alpha is not None:
-        actor_loss = actor_loss + _temperature_loss(log_alpha, log_prob, target_entropy)
+    if log_alpha is not None:   # and the temperature, by the same optimiser
+        actor_loss = actor_loss + _temperature_loss(log_alpha, log_prob,
+                                                    target_entropy)
     actor_opt.zero_grad()
     actor_loss.backward()
     actor_opt.step()
@@ -938,41 +953,47 @@ def _sac_update(batch: _Batch, actor, critics, target_critics, log_alpha, actor_
                 (-log_prob.mean(dim=1)).tolist())
 
 
-def _td3_update(batch: _Batch, actor, target_actor, critics, target_critics, actor_opt, critic_opt, c: TD3Config,
-                noise, update_actor: bool, v: _Variation, used: torch.Tensor):
-    """One gradient step of TD3 (or DDPG) for every agent; returns per-agent statistics (critic loss, mean Q).
+def _td3_update(batch: _Batch, actor, target_actor, critics, target_critics, actor_opt,
+                critic_opt, c: TD3Config, noise, update_actor: bool, v: _Variation,
+                used: torch.Tensor):
+    """One gradient step of TD3 (or DDPG) for every agent; returns per-agent
+    statistics (critic loss, mean Q).
 
-    ``v`` holds the fixes each agent uses (:class:`_Variation`); ``used`` marks which of the
-    stacked critics are each agent's own (a DDPG agent beside TD3 agents ignores its second)."""
+    ``v`` holds the fixes each agent uses (:class:`_Variation`); ``used`` marks
+    which of the stacked critics are each agent's own (a DDPG agent beside TD3
+    agents ignores its second)."""
     with torch.no_grad():
         next_action = target_actor(batch.next_obs)
-        if noise is not None:                        # fix 2: target policy smoothing
+        if noise is not None:                    # fix 2: target policy smoothing
             smoothing = (v.target_noise * noise).clamp(-v.noise_clip, v.noise_clip)
             next_action = (next_action + smoothing).clamp(-1.0, 1.0)
-        next_q = target_critics(batch.next_obs, next_action)          # (agents, critics, n)
-        if v.clipped is True:                        # fix 1: clipped double Q, the smaller estimate
+        next_q = target_critics(batch.next_obs, next_action)   # (agents, critics, n)
+        if v.clipped is True:                    # fix 1: clipped double Q
             next_q = next_q.min(dim=1).values
         elif v.clipped is False:
             next_q = next_q[:, 0]
-        else:
-            next_q = torch.where(v.clipped[:, None], next_q.min(dim=1).values, next_q[:, 0])
+        else:                                    # some agents clip, some do not
+            next_q = torch.where(v.clipped[:, None], next_q.min(dim=1).values,
+                                 next_q[:, 0])
         target = batch.rewards + c.gamma * (1.0 - batch.terminated) * next_q
     q = critics(batch.obs, batch.actions)
-    critic_loss = ((q - target[:, None]) ** 2).mean(dim=2)             # (agents, critics)
+    critic_loss = ((q - target[:, None]) ** 2).mean(dim=2)      # (agents, critics)
     critic_opt.zero_grad()
     critic_loss.sum().backward()
     critic_opt.step()
 
-    if update_actor:                                 # fix 3: delayed policy updates
+    if update_actor:                             # fix 3: delayed policy updates
         q_pi = critics(batch.obs, actor(batch.obs), critics._detached())[:, 0]
         actor_opt.zero_grad()
         (-q_pi.mean(dim=1).sum()).backward()
         actor_opt.step()
-        _soft_update(list(target_critics.parameters()), list(critics.parameters()), c.tau)
+        _soft_update(list(target_critics.parameters()), list(critics.parameters()),
+                     c.tau)
         _soft_update(list(target_actor.parameters()), list(actor.parameters()), c.tau)
     with torch.no_grad():
-        return ((critic_loss * used).sum(dim=1).tolist(), q[:, 0].mean(dim=1).tolist(), [0.0] * len(q),
-                [0.0] * len(q))
+        agents = len(q)
+        return ((critic_loss * used).sum(dim=1).tolist(), q[:, 0].mean(dim=1).tolist(),
+                [0.0] * agents, [0.0] * agents)
 
 
 # --------------------------------------------------------------------------- evaluation
