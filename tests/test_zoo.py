@@ -40,6 +40,7 @@ def test_the_zoo_has_its_three_models_and_their_checkpoints():
     assert set(zoo.SPECS) >= {"stories", "arithmetic", "code"}
     assert zoo.checkpoints("arithmetic")[0] == "final" and "half-trained" in zoo.checkpoints("arithmetic")
     assert zoo.checkpoints("stories") == ["final"]
+    assert zoo.checkpoints("arithmetic-gpt2") == ["final"] and zoo.CONTRASTS["arithmetic-gpt2"].architecture == "gpt2"
     assert zoo.SPECS["arithmetic"].tokenizer == "chars" and zoo.SPECS["stories"].tokenizer == "bpe"
     for spec in zoo.SPECS.values():
         assert json.loads(json.dumps(spec.as_dict()))["name"] == spec.name
@@ -230,6 +231,7 @@ def test_sampling_is_seeded(tiny):
     assert a == tiny.generate(prompts, 4, temperature=1.5, seed=3)
     assert all(len(c) <= 4 for c in a)
     assert tiny.generate(prompts, 4, temperature=1.0, top_k=1) == tiny.generate(prompts, 4)
+    assert tiny.generate(prompts, 4, temperature=1.0, top_p=1e-9) == tiny.generate(prompts, 4)
 
 
 def test_generation_stops_at_the_end_of_text(tiny):
@@ -319,6 +321,8 @@ def test_bad_arguments_are_refused(tiny):
         zoo.generate(m, t, ["1+1="], 2, temperature=-1.0)
     with pytest.raises(ValueError, match="top_k"):
         zoo.generate(m, t, ["1+1="], 2, top_k=0)
+    with pytest.raises(ValueError, match="top_p"):
+        zoo.generate(m, t, ["1+1="], 2, temperature=1.0, top_p=0.0)
     with pytest.raises(TypeError, match="model"):
         zoo.generate("model", t, ["1+1="], 2)
     with pytest.raises(TypeError, match="tokenizer"):

@@ -229,13 +229,24 @@ SPECS: dict[str, ZooSpec] = {
 }
 
 
+#: Models trained only to be contrasted with the zoo's (the model-card page's gotchas); the build
+#: trains them with the zoo. ``"arithmetic-gpt2"``: the arithmetic model's data and size as a GPT-2
+#: (the feed-forward block widened to match SwiGLU's three matrices), trained for a quarter of the steps.
+CONTRASTS: dict[str, ZooSpec] = {
+    "arithmetic-gpt2": dataclasses.replace(
+        SPECS["arithmetic"], name="arithmetic-gpt2", architecture="gpt2", intermediate_size=384, steps=300,
+        checkpoints=(), n_eval=100),
+}
+
+
 def _spec(name_or_spec) -> ZooSpec:
     if isinstance(name_or_spec, ZooSpec):
         return name_or_spec
     if isinstance(name_or_spec, str):
-        if name_or_spec not in SPECS:
-            raise ValueError(f"name_or_spec must be one of {tuple(SPECS)} or a ZooSpec, got {name_or_spec!r}")
-        return SPECS[name_or_spec]
+        if name_or_spec not in SPECS and name_or_spec not in CONTRASTS:
+            raise ValueError(f"name_or_spec must be one of {tuple(SPECS) + tuple(CONTRASTS)} or a ZooSpec, "
+                             f"got {name_or_spec!r}")
+        return SPECS.get(name_or_spec) or CONTRASTS[name_or_spec]
     raise TypeError(f"name_or_spec must be a zoo model's name or a ZooSpec, got {check.describe(name_or_spec)}")
 
 
@@ -348,18 +359,6 @@ def build_model(spec: ZooSpec, vocab_size: int, pad_id: int, eos_id: int):
     return model
 
 
-@contextlib.contextmanager
-def _threads(n: int):
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _rows(spec: ZooSpec, tokenizer, pairs: list[tuple[str, str]]):
     """Token rows and loss masks: one item per row, or the items packed into rows of ``context`` tokens."""
     eos = tokenizer.eos_token_id
@@ -407,13 +406,6 @@ def _epoch(rng: np.random.Generator, lengths: np.ndarray, batch_size: int) -> li
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _lr_factor(spec: ZooSpec, step: int) -> float:
-    if step < spec.warmup:
-        return (step + 1) / spec.warmup
-    t = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
-    return spec.final_lr_fraction + (1 - spec.final_lr_fraction) * 0.5 * (1 + np.cos(np.pi * t))
-
-
 def train(spec: ZooSpec, out_dir, *, show_progress: bool = True) -> dict:
     """Train ``spec``'s model and write its checkpoints and card into ``out_dir`` (a new folder).
 
@@ -424,11 +416,14 @@ def train(spec: ZooSpec, out_dir, *, show_progress: bool = True) -> dict:
     """
     import torch
 
+    from .dqn import torch_threads
+    from .lm import lr_schedule
+
     spec = _spec(spec)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     wall, cpu = time.perf_counter(), time.process_time()
-    with _threads(spec.threads):
+    with torch_threads(spec.threads):
         pairs = _items(spec, spec.n_train, spec.data_seed)
         tokenizer = build_tokenizer(spec, "".join(p + c + "\n" for p, c in pairs))
         rows, masks = _rows(spec, tokenizer, pairs)
@@ -442,7 +437,6 @@ def train(spec: ZooSpec, out_dir, *, show_progress: bool = True) -> dict:
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}],
                                       lr=spec.lr, betas=(0.9, 0.95))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(spec, s))
         rng = np.random.default_rng(spec.seed)
         lengths = np.array([len(r) for r in rows])
         batches: list = []
@@ -456,12 +450,13 @@ def train(spec: ZooSpec, out_dir, *, show_progress: bool = True) -> dict:
             if not batches:
                 batches = _epoch(rng, lengths, spec.batch_size)
             ids, attention, labels = _batch(rows, masks, batches.pop(), tokenizer.pad_token_id)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_schedule(step, spec.steps, spec.lr, spec.warmup, spec.final_lr_fraction)
             loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-            scheduler.step()
             done = step + 1
             if done % spec.eval_every == 0 or done == spec.steps:
                 model.eval()
@@ -552,15 +547,16 @@ def _check_prompts(prompts) -> list[str]:
 
 
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, *, temperature: float = 0.0,
-             top_k: int | None = None, seed: int = 0, batch_size: int = 256) -> list[str]:
+             top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+             batch_size: int = 256) -> list[str]:
     """The completions of ``prompts`` (the new text only, cut at the end-of-text token).
 
     Batched with left padding and position ids counted from each row's first
     real token, with a key-value cache. ``temperature=0`` is greedy decoding;
-    otherwise tokens are sampled from the softmax at that temperature, among
-    the ``top_k`` most likely when given, from a generator seeded with
-    ``seed`` (the same call gives the same text). Works for any causal model
-    of ``transformers`` whose tokenizer has a pad token.
+    otherwise each token is drawn by Lecture 12's ``lm.sample_next``
+    (temperature, then ``top_k``, then nucleus ``top_p`` when given) from a
+    generator seeded with ``seed`` (the same call gives the same text). Works
+    for any causal model of ``transformers`` whose tokenizer has a pad token.
     """
     import torch
 
@@ -570,6 +566,8 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, *, t
     temperature = check.as_real("temperature", temperature, 0.0)
     if top_k is not None:
         top_k = check.as_int("top_k", top_k, 1)
+    if top_p is not None:
+        top_p = check.as_real("top_p", top_p, 0.0, 1.0, low_open=True)
     seed = check.as_int("seed", seed, 0)
     batch_size = check.as_int("batch_size", batch_size, 1)
     if not prompts:
@@ -586,7 +584,7 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, *, t
             for start in range(0, len(order), batch_size):
                 index = order[start:start + batch_size]
                 new = _generate_batch(model, [encoded[i] for i in index], max_new_tokens, temperature, top_k,
-                                      generator, eos, pad)
+                                      top_p, generator, eos, pad)
                 for i, ids in zip(index, new):
                     out[i] = tokenizer.decode(ids, skip_special_tokens=True)
     finally:
@@ -594,8 +592,10 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, *, t
     return out
 
 
-def _generate_batch(model, encoded, max_new_tokens, temperature, top_k, generator, eos, pad):
+def _generate_batch(model, encoded, max_new_tokens, temperature, top_k, top_p, generator, eos, pad):
     import torch
+
+    from .lm import sample_next
 
     width = max(len(e) for e in encoded)
     ids = torch.full((len(encoded), width), pad, dtype=torch.long)
@@ -610,14 +610,8 @@ def _generate_batch(model, encoded, max_new_tokens, temperature, top_k, generato
     finished = torch.zeros(len(encoded), dtype=torch.bool)
     new = []
     for t in range(max_new_tokens):
-        if temperature == 0.0:
-            token = logits.argmax(-1)
-        else:
-            scaled = logits.float() / temperature
-            if top_k is not None and top_k < scaled.shape[-1]:
-                kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
-                scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-            token = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator).squeeze(-1)
+        top = None if top_k is None or top_k >= logits.shape[-1] else top_k
+        token = sample_next(logits.float(), temperature, top, top_p, generator)
         token = torch.where(finished, torch.full_like(token, pad), token)
         new.append(token)
         finished |= token == eos
@@ -858,15 +852,18 @@ def ensure(name_or_spec, *, cache_dir=None, progress: bool = True) -> Path:
     the entry, its manifest written last, and the folder renamed into place;
     a corrupt or partial entry is moved aside and retrained.
     """
-    spec = _spec(name_or_spec)
-    progress = check.as_bool("progress", progress)
+    return _ensure(_spec(name_or_spec), cache_dir, check.as_bool("progress", progress))[0]
+
+
+def _ensure(spec: ZooSpec, cache_dir, progress: bool) -> tuple[Path, bool]:
+    """:func:`ensure`, and whether this call trained the model."""
     folder = entry_dir(spec, cache_dir)
     if verify(folder) is None:
-        return folder
+        return folder, False
     with _lock(folder.parent / f".{folder.name}.lock"):
         problem = verify(folder)
         if problem is None:  # another process finished it while we waited
-            return folder
+            return folder, False
         if folder.exists() and any(folder.iterdir()):
             log(f"zoo: {folder.name}: {problem}; retraining")
         tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
@@ -881,7 +878,7 @@ def ensure(name_or_spec, *, cache_dir=None, progress: bool = True) -> Path:
             os.replace(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return folder, True
 
 
 def load(name_or_spec, checkpoint: str = "final", *, cache_dir=None, progress: bool = True) -> ZooModel:
@@ -917,23 +914,23 @@ def card_row(card: dict, checkpoint: str = "final") -> dict:
 
 
 def build_all(names: Iterable[str] | None = None, *, cache_dir=None) -> dict[str, dict]:
-    """Make sure every model of ``names`` (default: all of :data:`SPECS`) is cached, and say so.
+    """Make sure every model of ``names`` (default: :data:`SPECS`, then :data:`CONTRASTS`) is cached.
 
     Returns, per model, ``seconds`` (spent here: about 0 when it was cached)
     and ``train_seconds`` (its training, from its card). The build runs this
     before the chapters execute (``python -m rl2llm.zoo`` does the same).
     """
-    names = list(SPECS) if names is None else list(names)
+    names = [*SPECS, *CONTRASTS] if names is None else list(names)
     models = {}
     for name in names:
         spec = _spec(name)
         start = time.perf_counter()
-        cached = verify(entry_dir(spec, cache_dir)) is None
-        folder = ensure(spec, cache_dir=cache_dir)
+        folder, trained = _ensure(spec, cache_dir, True)
         card = json.loads((folder / "card.json").read_text())
         models[spec.name] = {"seconds": time.perf_counter() - start, "train_seconds": card["train_seconds"]}
-        state = ("cached" if cached else
-                 f"trained in {card['train_seconds']:.0f} s (CPU {card['train_cpu_seconds']:.0f} s)")
+        how = f"{card['train_seconds']:.0f} s (CPU {card['train_cpu_seconds']:.0f} s)"
+        state = (f"trained in {how}" if trained else "cached" if time.perf_counter() - start < 5
+                 else f"trained by another process in {how}")
         print(f"[zoo] {spec.name}: {state} ({folder})", flush=True)
     return models
 
