@@ -727,9 +727,10 @@ def measure(name_or_spec, model, tokenizer, *, n: int | None = None, seeds: Sequ
         return {"exact_match": exact_match(model, tokenizer, items), "sampled_exact_match": sampled,
                 "n_eval": len(items)}
     if spec.corpus == "code":
-        return {**pass_rate(model, tokenizer, items, max_new_tokens=spec.max_new_tokens),
+        # a generous time limit: a busy machine must not turn a slow start into failed tests
+        return {**pass_rate(model, tokenizer, items, max_new_tokens=spec.max_new_tokens, timeout=30.0),
                 "sampled": pass_rate(model, tokenizer, items, max_new_tokens=spec.max_new_tokens,
-                                     temperature=1.0, seed=seeds[0]), "n_eval": len(items)}
+                                     temperature=1.0, seed=seeds[0], timeout=30.0), "n_eval": len(items)}
     prompts = [s.prompt for s in items]
     sampled = [[p + c for p, c in zip(prompts, generate(model, tokenizer, prompts, spec.max_new_tokens,
                                                           temperature=1.0, seed=seed))] for seed in seeds]
