@@ -407,3 +407,81 @@ def test_train_gpt_names_the_bad_argument(kwargs, error, match):
                 data=encode("abcdefgh" * 50), steps=2)
     with pytest.raises(error, match=match):
         train_gpt(**{**args, **kwargs})
+
+
+# --------------------------------------------------------------------------- the exercise's checker
+
+
+def _as_config(shape) -> GPTConfig:
+    from dataclasses import asdict
+    return GPTConfig(**asdict(shape))
+
+
+def test_the_checkers_reference_is_the_packages_formula():
+    from rl2llm.exercises import _parameter_cases, _parameter_parts
+
+    for _, shape in _parameter_cases():
+        assert sum(_parameter_parts(shape).values()) == n_parameters(_as_config(shape))
+
+
+def test_the_package_formula_passes_the_checker():
+    from rl2llm.exercises import check_parameter_count
+
+    result = check_parameter_count(lambda c: n_parameters(_as_config(c)))
+    assert result.passed and len(result.cases) == 8
+    assert check_parameter_count(lambda c: float(n_parameters(_as_config(c)))).passed   # 1.0e6 is a count too
+
+
+def _hints(fn) -> list[str]:
+    from rl2llm.exercises import check_parameter_count
+
+    result = check_parameter_count(fn)
+    assert not result.passed
+    return [case.hint for case in result.failures]
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (lambda c: n_parameters(c) + (c.vocab_size * c.n_embd if c.tie_weights else 0), "count it once"),
+    (lambda c: n_parameters(c) - (c.vocab_size * c.n_embd if not c.tie_weights else 0), "its own vocab_size"),
+    (lambda c: n_parameters(c) + (c.n_embd if c.norm_placement == "post" else 0), "post-norm model has no final"),
+    (lambda c: n_parameters(c) + (c.block_size * c.n_embd if c.position == "rope" else 0), "no position table"),
+    (lambda c: n_parameters(c) + (c.n_layer * (c.n_embd + c.bias) * c.mlp_hidden if c.mlp == "gelu" else 0),
+     "GELU's feed-forward layer has two matrices"),
+    (lambda c: 12 * c.n_layer * c.n_embd**2, "rule of thumb"),
+])
+def test_classic_mistakes_fail_with_their_hint(mistake, hint):
+    hints = _hints(lambda shape: mistake(_as_config(shape)))
+    assert any(hint in h for h in hints), hints
+
+
+def test_rmsnorm_with_a_bias_and_swiglu_with_two_matrices_are_named():
+    def rms_with_bias(shape):
+        c = _as_config(shape)
+        extra = (2 * c.n_layer + 1) * c.n_embd if c.norm == "rms" and c.bias else 0
+        return n_parameters(c) + extra
+
+    def swiglu_as_gelu(shape):
+        c = _as_config(shape)
+        return n_parameters(c) - (c.n_layer * c.n_embd * c.mlp_hidden + c.n_layer * c.mlp_hidden * c.bias
+                                  if c.mlp == "swiglu" else 0)
+
+    assert any("RMSNorm has a gain and no bias" in h for h in _hints(rms_with_bias))
+    assert any("SwiGLU has three matrices" in h for h in _hints(swiglu_as_gelu))
+
+
+def test_the_checker_reports_none_exceptions_and_dictionary_access():
+    from rl2llm.exercises import check_parameter_count
+
+    def no_return(config):
+        config.n_embd * 12
+
+    report = check_parameter_count(no_return).report()
+    assert "did you forget the return statement" in report
+    report = check_parameter_count(lambda config: config["n_embd"]).report()
+    assert "not config['n_embd']" in report
+    report = check_parameter_count(lambda config: 2.5).report()
+    assert "whole number" in report
+    with pytest.raises(TypeError, match="fn must take 1 argument"):
+        check_parameter_count(lambda a, b: 0)
+    with pytest.raises(TypeError, match="fn must be your function"):
+        check_parameter_count(5)

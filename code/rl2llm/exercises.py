@@ -16,7 +16,8 @@ matrix-vector product, checked by :func:`check_conjugate_gradient`; and by Lectu
 Lecture 9 (attention): scaled dot-product attention with a causal mask, checked by :func:`check_attention`;
 and by Lecture 8 (model-based RL): the cross-entropy method's refit, checked by :func:`check_cem_refit`;
 and by Lecture 7 (off-policy learning): SAC's log-probability of a tanh-squashed Gaussian action,
-checked by :func:`check_squashed_log_prob`.
+checked by :func:`check_squashed_log_prob`; and by Lecture 10 (transformers): the parameter
+count of a GPT from its configuration, checked by :func:`check_parameter_count`.
 
 Each checker runs your function on several small worlds (terminal states,
 a discount close to 1, a discount of 0 or of 1, several actions), compares
@@ -1783,4 +1784,169 @@ def check_squashed_log_prob(fn: Callable) -> CheckResult:
             hint = ("a value is not finite: where tanh(u) rounds to +-1, log(1 - tanh(u)^2) is log(0); use "
                     "2 * (log 2 - u - softplus(-2 u)), with softplus(x) = np.logaddexp(0, x)")
         results.append(CaseResult(case.name, False, message, hint))
+    return CheckResult(checker, tuple(results))
+
+
+# =========================================================================== Lecture 10: parameter count
+#
+# Lecture 10 (Transformers) asks for ``count_parameters(config) -> int``, the number of parameters of
+# ``rl2llm.transformer.GPT(config)`` from the configuration's fields, checked by
+# :func:`check_parameter_count`. The checker hands the reader's function plain stand-ins with the fields of
+# a ``GPTConfig`` and computes its reference here (a test ties it to ``rl2llm.transformer.n_parameters``),
+# so that the chapters using other checkers do not depend on rl2llm.transformer and PyTorch.
+
+
+@dataclass(frozen=True)
+class _GPTShape:
+    """The fields of a ``GPTConfig`` that fix the parameter count."""
+
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    mlp_hidden: int
+    norm: str = "layer"
+    norm_placement: str = "pre"
+    mlp: str = "gelu"
+    position: str = "learned"
+    bias: bool = True
+    tie_weights: bool = True
+
+
+def _parameter_cases() -> list[tuple[str, _GPTShape]]:
+    return [
+        ("GPT-2 small (tied output, learned positions, LayerNorm, GELU, biases)",
+         _GPTShape(50257, 1024, 12, 12, 768, 3072)),
+        ("a small GPT-2 block with an untied output layer", _GPTShape(256, 32, 2, 4, 32, 128, tie_weights=False)),
+        ("post-norm (no final norm)", _GPTShape(256, 64, 3, 4, 48, 192, norm_placement="post")),
+        ("RMSNorm with bias=True (the linear layers have biases, the norms do not)",
+         _GPTShape(100, 16, 2, 2, 16, 64, norm="rms")),
+        ("SwiGLU with its default width (8 n_embd / 3, rounded up to a multiple of 8)",
+         _GPTShape(256, 32, 2, 4, 32, 88, mlp="swiglu")),
+        ("rotary positions (no position table)", _GPTShape(256, 128, 4, 4, 64, 256, position="rope")),
+        ("no biases, LayerNorm", _GPTShape(256, 32, 2, 4, 32, 128, bias=False)),
+        ("LLaMA-7B (RMSNorm, SwiGLU, rotary positions, no biases, untied output)",
+         _GPTShape(32000, 2048, 32, 32, 4096, 11008, norm="rms", mlp="swiglu", position="rope", bias=False,
+                   tie_weights=False)),
+    ]
+
+
+def _parameter_parts(c: _GPTShape) -> dict[str, int]:
+    """The count of each part of ``GPT(c)``: the formula of Lecture 10, written without rl2llm.transformer."""
+    d, h, L, b = c.n_embd, c.mlp_hidden, c.n_layer, int(c.bias)
+    norm = d + (d * b if c.norm == "layer" else 0)
+    gated = c.mlp == "swiglu"
+    return {
+        "token embedding": c.vocab_size * d,
+        "position table": c.block_size * d if c.position == "learned" else 0,
+        "attention matrices": L * 4 * d * d,
+        "attention biases": L * 4 * d * b,
+        "feed-forward matrices": L * (3 if gated else 2) * d * h,
+        "feed-forward biases": L * ((2 if gated else 1) * h + d) * b,
+        "norms in the blocks": L * 2 * norm,
+        "final norm": norm if c.norm_placement == "pre" else 0,
+        "output layer": 0 if c.tie_weights else c.vocab_size * d,
+    }
+
+
+def _parameter_mistakes(c: _GPTShape) -> list[tuple[int, str]]:
+    """Counts that the classic mistakes produce, each with the hint that explains it."""
+    parts = _parameter_parts(c)
+    total = sum(parts.values())
+    d, h, L, V, T, b = c.n_embd, c.mlp_hidden, c.n_layer, c.vocab_size, c.block_size, int(c.bias)
+    n_norms = 2 * L + (c.norm_placement == "pre")
+    mistakes = [
+        (total + V * d if c.tie_weights else total - V * d,
+         "the output layer shares the token embedding's matrix when tie_weights is True: count it once"
+         if c.tie_weights else "with tie_weights=False the output layer has its own vocab_size x n_embd matrix"),
+        (total - T * d if c.position == "learned" else total + T * d,
+         "learned positions add a table of block_size x n_embd parameters" if c.position == "learned" else
+         "rotary positions have no parameters: there is no position table"),
+        (total + d if c.norm_placement == "post" else total - parts["final norm"],
+         "a post-norm model has no final norm: its stream leaves every block normalised"
+         if c.norm_placement == "post" else "a pre-norm model has one more norm after the last block"),
+        (total - parts["attention matrices"] // 4 - parts["attention biases"] // 4,
+         "attention has four n_embd x n_embd matrices: queries, keys, values and the output projection"),
+        (total - parts["norms in the blocks"] - parts["final norm"],
+         "every norm has a gain of n_embd parameters (and LayerNorm with bias=True a bias too)"),
+        (12 * L * d * d,
+         "12 L d^2 is the rule of thumb for the blocks alone: count the embeddings, the biases, the norms and "
+         "(if untied) the output layer too"),
+    ]
+    if c.norm == "rms" and b:
+        mistakes.append((total + n_norms * d, "RMSNorm has a gain and no bias, even when bias=True"))
+    if c.norm == "layer" and b:
+        mistakes.append((total - n_norms * d, "LayerNorm with bias=True has a bias next to its gain: "
+                                              "2 x n_embd parameters per norm"))
+    if b:
+        mistakes.append((total - parts["attention biases"] - parts["feed-forward biases"],
+                         "with bias=True every linear layer has a bias (one per output)"))
+    else:
+        extra = L * (4 * d + ((2 if c.mlp == "swiglu" else 1) * h + d))
+        mistakes.append((total + extra, "bias=False: no linear layer has a bias"))
+        if c.norm == "layer":
+            mistakes.append((total + extra + n_norms * d, "bias=False: no linear layer and no LayerNorm has a "
+                                                          "bias"))
+    if c.mlp == "swiglu":
+        mistakes.append((total - L * d * h - L * h * b, "SwiGLU has three matrices (gate, up and down), "
+                                                        "n_embd x mlp_hidden each"))
+    else:
+        mistakes.append((total + L * d * h + L * h * b, "GELU's feed-forward layer has two matrices (up and "
+                                                        "down); SwiGLU has three"))
+    if h != 4 * d:
+        wide = replace(c, mlp_hidden=4 * d)
+        mistakes.append((sum(_parameter_parts(wide).values()),
+                         "use config.mlp_hidden, not 4 x n_embd (SwiGLU's default width is smaller, and a "
+                         "config may set its own)"))
+    return [(count, why) for count, why in mistakes if count != total]
+
+
+def check_parameter_count(fn: Callable) -> CheckResult:
+    """Check ``fn(config) -> int``: the number of parameters of ``rl2llm.transformer.GPT(config)``.
+
+    ``config`` has the fields of a ``GPTConfig``: ``vocab_size``,
+    ``block_size``, ``n_layer``, ``n_head``, ``n_embd``, ``mlp_hidden``,
+    ``norm`` (``"layer"`` or ``"rms"``), ``norm_placement`` (``"pre"`` or
+    ``"post"``), ``mlp`` (``"gelu"`` or ``"swiglu"``), ``position``
+    (``"learned"`` or ``"rope"``), ``bias`` and ``tie_weights``. Eight
+    cases, from GPT-2 small to LLaMA-7B, each with one feature that changes
+    the count; the answer must be exact.
+    """
+    checker = "check_parameter_count"
+    _check_callable(fn, checker, 1, "count_parameters(config)")
+    results = []
+    for name, shape in _parameter_cases():
+        parts = _parameter_parts(shape)
+        expected = sum(parts.values())
+        answer, error = _call(fn, (shape,))
+        if error:
+            hint = ("config is read by attribute, config.n_embd, not config['n_embd']"
+                    if "not subscriptable" in error else "")
+            results.append(CaseResult(name, False, error, hint))
+            continue
+        if answer is None:
+            results.append(CaseResult(name, False, "returned None instead of the count; did you forget the return "
+                                                   "statement?"))
+            continue
+        try:
+            value = float(np.asarray(answer, dtype=float).reshape(()))
+        except (TypeError, ValueError):
+            results.append(CaseResult(name, False, f"returned {describe(answer)}; the count is one whole number"))
+            continue
+        if isinstance(answer, (bool, np.bool_)) or not np.isfinite(value) or value != round(value):
+            results.append(CaseResult(name, False, f"returned {describe(answer)}; the count is a whole number"))
+            continue
+        if int(value) == expected:
+            results.append(CaseResult(name, True))
+            continue
+        off = int(value) - expected
+        message = (f"yours {int(value):,}, GPT(config) has {expected:,} parameters "
+                   f"({abs(off):,} {'too many' if off > 0 else 'too few'})")
+        hint = next((why for count, why in _parameter_mistakes(shape) if count == int(value)), "")
+        if not hint:
+            equal = [part for part, count in parts.items() if count == abs(off)]
+            if equal:
+                hint = f"the difference is exactly the {equal[0]}: check whether and how you count it"
+        results.append(CaseResult(name, False, message, hint))
     return CheckResult(checker, tuple(results))
