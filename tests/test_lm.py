@@ -232,6 +232,8 @@ def test_non_embedding_parameters_leave_out_the_embeddings():
     blocks = sum(p.numel() for p in model.blocks.parameters()) + sum(p.numel() for p in model.norm.parameters())
     assert non_embedding_parameters(c) == blocks
     assert abs(non_embedding_parameters(c) - 12 * c.n_layer * c.n_embd ** 2) < 0.05 * non_embedding_parameters(c)
+    untied = GPTConfig(vocab_size=256, block_size=64, n_layer=2, n_head=4, n_embd=32, tie_weights=False)
+    assert non_embedding_parameters(untied) == blocks, "an untied output layer is a vocabulary matrix too"
 
 
 # --------------------------------------------------------------------------- scaling laws
@@ -313,6 +315,7 @@ def test_the_optimal_allocation_spends_the_budget_where_the_loss_is_lowest():
     (lambda: train_lm(TINY, _stream(), 1000, lr=0), ValueError, "lr must be"),
     (lambda: train_lm(TINY, _stream(), 1000, eval_data=_stream(5)), ValueError, "eval_data must hold"),
     (lambda: train_lm(TINY, _stream(), 1000, label=3), TypeError, "label must be a string"),
+    (lambda: train_lm(TINY, _stream(), 1000, threads=0), ValueError, "threads must be a positive integer"),
     (lambda: lr_schedule(100, 100, 1.0, 0, 0.1), ValueError, "step must be"),
     (lambda: lr_schedule(0, 100, 1.0, 0, 1.5), ValueError, "final_lr_fraction must lie in"),
     (lambda: non_embedding_parameters(None), TypeError, "config must be a GPTConfig"),
@@ -335,3 +338,62 @@ def test_bad_input_is_named(call, error, match):
 def test_powerlaw_and_scalinglaw_evaluate_like_their_formulas():
     assert np.isclose(PowerLaw(2.0, 0.5, 1.0)(4.0), 2.0)
     assert np.isclose(ScalingLaw(1.0, 4.0, 0.5, 9.0, 0.5)(4.0, 9.0), 6.0)
+
+
+# --------------------------------------------------------------------------- the exercise's checker
+
+
+def test_the_nucleus_checker_passes_the_reference_and_a_tie_breaking_solution():
+    from rl2llm.exercises import check_top_p_filter
+
+    assert check_top_p_filter(top_p_filter).passed
+
+    def unstable(logits, p):   # ties broken the other way round; log-probabilities returned
+        probs = torch.softmax(logits, -1)
+        s, order = torch.sort(-probs.flip(-1), dim=-1)
+        order = probs.shape[-1] - 1 - order
+        s = -s
+        keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, s.cumsum(-1) - s < p)
+        return torch.log_softmax(logits, -1).masked_fill(~keep, -math.inf)
+
+    assert check_top_p_filter(unstable).passed
+
+
+def _stop_before(logits, p):
+    probs = torch.softmax(logits, -1)
+    s, order = torch.sort(probs, -1, descending=True)
+    return logits.masked_fill(~torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, s.cumsum(-1) < p),
+                              -math.inf)
+
+
+def _vocabulary_order(logits, p):
+    probs = torch.softmax(logits, -1)
+    return logits.masked_fill(~(probs.cumsum(-1) - probs < p), -math.inf)
+
+
+@pytest.mark.parametrize("fn, fragment, hint", [
+    (_stop_before, "where the nucleus has", "stopped before the token that crosses p"),
+    (_vocabulary_order, "should be dropped", "in vocabulary order"),
+    (lambda logits, p: torch.softmax(top_p_filter(logits, p), -1), "tokens where the nucleus", "returned probabilities"),
+    (lambda logits, p: torch.nan_to_num(top_p_filter(logits, p), neginf=0.0), "where the nucleus", "must be -inf, not 0"),
+    (lambda logits, p: None, "returned None", ""),
+    (lambda logits, p: logits[:, :2], "returned shape", ""),
+    (lambda logits, p: 1 / 0, "raised ZeroDivisionError", ""),
+])
+def test_the_nucleus_checker_names_classic_mistakes(fn, fragment, hint):
+    from rl2llm.exercises import check_top_p_filter
+
+    result = check_top_p_filter(fn)
+    assert not result.passed
+    assert any(fragment in case.message for case in result.failures)
+    if hint:
+        assert any(hint in case.hint for case in result.failures)
+
+
+def test_the_nucleus_checker_refuses_what_is_not_a_function():
+    from rl2llm.exercises import check_top_p_filter
+
+    with pytest.raises(TypeError, match="fn must be your function"):
+        check_top_p_filter("top_p")
+    with pytest.raises(TypeError, match="fn must take 2 arguments"):
+        check_top_p_filter(lambda logits: logits)

@@ -17,7 +17,8 @@ Lecture 9 (attention): scaled dot-product attention with a causal mask, checked 
 and by Lecture 8 (model-based RL): the cross-entropy method's refit, checked by :func:`check_cem_refit`;
 and by Lecture 7 (off-policy learning): SAC's log-probability of a tanh-squashed Gaussian action,
 checked by :func:`check_squashed_log_prob`; and by Lecture 10 (transformers): the parameter
-count of a GPT from its configuration, checked by :func:`check_parameter_count`.
+count of a GPT from its configuration, checked by :func:`check_parameter_count`; and by Lecture 12
+(language modelling): nucleus (top-p) filtering of next-token logits, checked by :func:`check_top_p_filter`.
 
 Each checker runs your function on several small worlds (terminal states,
 a discount close to 1, a discount of 0 or of 1, several actions), compares
@@ -1949,4 +1950,182 @@ def check_parameter_count(fn: Callable) -> CheckResult:
             if equal:
                 hint = f"the difference is exactly the {equal[0]}: check whether and how you count it"
         results.append(CaseResult(name, False, message, hint))
+    return CheckResult(checker, tuple(results))
+
+
+# =========================================================================== Lecture 12: nucleus (top-p) filtering
+#
+# Lecture 12 (Language modelling) asks for ``top_p_filter(logits, p) -> logits``: for float logits
+# (batch, vocab), keep in each row the smallest set of most likely tokens whose probabilities add
+# up to at least p and set the others to -inf; checked by :func:`check_top_p_filter` against
+# rl2llm.lm.top_p_filter, comparing the distributions the two outputs give (softmax), so that ties
+# may be broken either way and log-probabilities are as good as logits.
+
+_TOP_P_CALL = "top_p_filter(logits, p)"
+
+
+@dataclass(frozen=True)
+class _TopPCase:
+    name: str
+    logits: np.ndarray   # (batch, vocab), float64; -inf allowed
+    p: float
+
+
+def _top_p_cases() -> list[_TopPCase]:
+    rng = np.random.default_rng(12)
+    halves = np.log([[0.5, 0.25, 0.125, 0.125]])
+    shuffled = np.log([[0.05, 0.4, 0.1, 0.3, 0.15]])
+    filtered = rng.normal(0, 2, size=(1, 12))
+    filtered[0, np.argsort(filtered[0])[:7]] = -np.inf          # a row already cut to its top 5
+    shapes = np.stack([rng.normal(0, s, size=30) for s in (0.3, 2.0, 6.0)])
+    return [
+        _TopPCase("one token holds 90% of the probability, p = 0.5", np.log([[0.9, 0.05, 0.03, 0.02]]), 0.5),
+        _TopPCase("probabilities 1/2, 1/4, 1/8, 1/8 in vocabulary order, p = 0.8", halves, 0.8),
+        _TopPCase("the same, p = 0.7 (the second token takes the total past p)", halves, 0.7),
+        _TopPCase("the most likely tokens are not first in the vocabulary, p = 0.6", shuffled, 0.6),
+        _TopPCase("a uniform distribution over 8 tokens (ties), p = 0.5", np.zeros((1, 8)), 0.5),
+        _TopPCase("p = 1 keeps every token", rng.normal(0, 1, size=(1, 6)), 1.0),
+        _TopPCase("a row already filtered by top-k (-inf logits), p = 0.9", filtered, 0.9),
+        _TopPCase("a batch of three rows from flat to peaked, 30 tokens, p = 0.9", shapes, 0.9),
+    ]
+
+
+def _top_p_reference(logits: np.ndarray, p: float, variant: str = "right") -> np.ndarray:
+    """The distribution after nucleus filtering, and the classic mistakes named by ``variant``."""
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    if variant == "vocabulary order":
+        order = np.tile(np.arange(probs.shape[-1]), (len(probs), 1))
+    elif variant == "ascending":
+        order = np.argsort(probs, axis=-1, kind="stable")
+    else:
+        order = np.argsort(-probs, axis=-1, kind="stable")
+    sorted_probs = np.take_along_axis(probs, order, axis=-1)
+    cumulative = np.cumsum(sorted_probs, axis=-1)
+    if variant in ("stop before", "cumulative <= p"):
+        keep_sorted = cumulative < p if variant == "stop before" else cumulative <= p + 1e-12
+    else:
+        keep_sorted = cumulative - sorted_probs < p - 1e-12
+    keep = np.zeros_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=-1)
+    out = np.where(keep, probs, 0.0)
+    sums = out.sum(axis=-1, keepdims=True)
+    return np.divide(out, sums, out=np.zeros_like(out), where=sums > 0)
+
+
+_TOP_P_MISTAKES = {
+    "stop before": "you stopped before the token that crosses p: keep a token while the probability of the "
+                   "tokens before it is still below p, so the kept set reaches p (and the most likely token "
+                   "is always kept)",
+    "cumulative <= p": "you kept the tokens whose running total is at most p: the token that takes the total "
+                       "past p belongs to the nucleus too (keep while the mass *before* a token is below p)",
+    "vocabulary order": "you added the probabilities up in vocabulary order: sort the tokens by probability, "
+                        "most likely first, before taking the running total",
+    "ascending": "you sorted from the least likely token up: the nucleus holds the most likely tokens "
+                 "(sort in descending order)",
+}
+
+
+def _as_logits_answer(answer, shape) -> tuple[np.ndarray | None, str]:
+    """The reader's answer as a float array of ``shape``, or a message saying why it is not one."""
+    if answer is None:
+        return None, "returned None instead of the filtered logits; did you forget the return statement?"
+    try:
+        import torch
+
+        if isinstance(answer, torch.Tensor):
+            answer = answer.detach().cpu().double().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        array = np.asarray(answer, dtype=float)
+    except (TypeError, ValueError):
+        return None, f"returned {describe(answer)}; expected logits, a tensor of shape {shape}"
+    if array.shape != tuple(shape):
+        return None, f"returned shape {array.shape}; expected {tuple(shape)}, the shape of the logits"
+    if np.isnan(array).any() or (array == np.inf).any():
+        return None, "returned NaN or +inf: filtered tokens must be -inf, kept ones finite"
+    if (array == -np.inf).all(axis=-1).any():
+        return None, "a row is all -inf: at least the most likely token must be kept"
+    return array, ""
+
+
+def check_top_p_filter(fn: Callable) -> CheckResult:
+    """Check ``fn(logits, p) -> logits``: nucleus (top-p) filtering of next-token logits.
+
+    ``logits`` is a float64 torch tensor of shape ``(batch, vocab)`` (some
+    entries may already be ``-inf``), ``p`` a float in ``(0, 1]``. In each row,
+    the smallest set of most likely tokens whose probabilities add up to at
+    least ``p`` keeps its logits; every other logit becomes ``-inf``. The
+    checker compares ``softmax`` of your answer with the reference's
+    distribution (:func:`rl2llm.lm.top_p_filter`), so log-probabilities are as
+    good as logits and ties may be broken either way (any of the tied tokens
+    may be kept); it names the row and the tokens that differ, with a hint
+    when a classic mistake fits.
+    """
+    import torch
+
+    checker = "check_top_p_filter"
+    _check_callable(fn, checker, 2, _TOP_P_CALL)
+    results = []
+    for case in _top_p_cases():
+        answer, error = _call(fn, (torch.tensor(case.logits, dtype=torch.float64), case.p))
+        if error:
+            results.append(CaseResult(case.name, False, error))
+            continue
+        array, problem = _as_logits_answer(answer, case.logits.shape)
+        if problem:
+            hint = _TOP_P_MISTAKES["stop before"] if "all -inf" in problem else ""
+            results.append(CaseResult(case.name, False, problem, hint))
+            continue
+        probs = np.exp(array - array.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        right = _top_p_reference(case.logits, case.p)
+        if np.allclose(probs, right, atol=1e-6):
+            results.append(CaseResult(case.name, True))
+            continue
+        # ties: any set of tied tokens of the right size is as good
+        original = _top_p_reference(case.logits, 1.0)
+        kept, should = probs > 1e-12, right > 1e-12
+        same_size = (kept.sum(-1) == should.sum(-1)).all()
+        rows_ok = []
+        for r in range(len(probs)):
+            if not same_size or not kept[r].any():
+                rows_ok.append(False)
+                continue
+            low_kept = original[r][kept[r]].min()
+            high_dropped = original[r][~kept[r]].max(initial=0.0)
+            renormalised = np.allclose(probs[r][kept[r]], original[r][kept[r]] / original[r][kept[r]].sum(),
+                                       atol=1e-6)
+            rows_ok.append(bool(low_kept >= high_dropped - 1e-12 and renormalised))
+        if all(rows_ok):
+            results.append(CaseResult(case.name, True))
+            continue
+        r = next(i for i, ok in enumerate(rows_ok) if not ok)
+        yours, nucleus = int(kept[r].sum()), int(should[r].sum())
+        where = f"row {r}: " if len(probs) > 1 else ""
+        if yours != nucleus:
+            extra = [int(i) for i in np.nonzero(kept[r] & ~should[r])[0]]
+            missing = [int(i) for i in np.nonzero(~kept[r] & should[r])[0]]
+            detail = (f"; token {extra[0]} (probability {original[r][extra[0]]:.3g}) should be dropped" if extra
+                      else f"; token {missing[0]} (probability {original[r][missing[0]]:.3g}) should be kept")
+            message = f"{where}you keep {yours} token{'s' if yours != 1 else ''} where the nucleus has {nucleus}{detail}"
+        elif not np.allclose(probs[r][kept[r]], right[r][kept[r]], atol=1e-6) and (kept[r] == should[r]).all():
+            message = (f"{where}you keep the right tokens, but their probabilities change: leave the kept logits "
+                       "as they were (only the dropped ones become -inf)")
+        else:
+            i = int(np.nonzero(kept[r] != should[r])[0][0])
+            message = (f"{where}you keep the right number of tokens, but not the most likely ones: token {i} "
+                       f"(probability {original[r][i]:.3g}) is {'kept' if kept[r][i] else 'dropped'}")
+        hint = ""
+        for variant, text in _TOP_P_MISTAKES.items():
+            if np.allclose(probs, _top_p_reference(case.logits, case.p, variant), atol=1e-6):
+                hint = text
+                break
+        if not hint and np.all(array[~np.isinf(array)] >= 0) and np.all(array <= 1 + 1e-9) and \
+                np.allclose(np.where(np.isinf(array), 0, array).sum(-1), 1.0):
+            hint = "you returned probabilities: return logits (the kept ones unchanged, the others -inf)"
+        if not hint and (array == 0).any() and not (array == -np.inf).any():
+            hint = "dropped tokens must be -inf, not 0: a logit of 0 still has probability after the softmax"
+        results.append(CaseResult(case.name, False, message, hint))
     return CheckResult(checker, tuple(results))

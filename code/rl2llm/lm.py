@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _validate as check
+from .dqn import torch_threads
 from .progress import progress
 from .transformer import GPT, GPTConfig, get_batch, n_parameters
 
@@ -292,13 +293,15 @@ def generate(model, idx, max_new_tokens: int, *, temperature: float = 1.0, top_k
 
 
 def non_embedding_parameters(config: GPTConfig) -> int:
-    """Parameters outside the token and position embeddings: the ``N`` of Kaplan et al.'s scaling laws.
+    """Parameters outside the vocabulary and position embeddings: the ``N`` of Kaplan et al.'s scaling laws.
 
-    The output layer counts when it is not tied to the token embedding.
+    Kaplan et al. (2020) leave out every vocabulary matrix, so an untied
+    output layer is left out too: what remains are the blocks and the final
+    norm, about ``12 n_layer n_embd^2`` in GPT-2's shape.
     """
     if not isinstance(config, GPTConfig):
         raise TypeError(f"config must be a GPTConfig, got {check.describe(config)}")
-    embeddings = config.vocab_size * config.n_embd
+    embeddings = config.vocab_size * config.n_embd * (1 if config.tie_weights else 2)
     if config.position == "learned":
         embeddings += config.block_size * config.n_embd
     return n_parameters(config) - embeddings
@@ -355,7 +358,7 @@ def lr_schedule(step: int, steps: int, lr: float, warmup: int, final_lr_fraction
 def train_lm(config: GPTConfig, data, tokens: int, *, eval_data=None, batch_size: int = 16, lr: float = 3e-3,
              warmup: int = 20, final_lr_fraction: float = 0.1, weight_decay: float = 0.0,
              grad_clip: float | None = 1.0, eval_every: int | None = None, eval_windows: int = 64,
-             seed: int = 0, label: str | None = None) -> LMRun:
+             seed: int = 0, threads: int | None = None, label: str | None = None) -> LMRun:
     """Train a fresh ``GPT(config)`` on ``tokens`` tokens of random windows of ``data`` (next-token prediction).
 
     ``steps = tokens // (batch_size * block_size)`` AdamW steps (betas 0.9,
@@ -366,8 +369,18 @@ def train_lm(config: GPTConfig, data, tokens: int, *, eval_data=None, batch_size
     ``eval_data``, the loss on its first ``eval_windows`` windows is measured
     every ``eval_every`` steps (default: 10 times per run) and at the end.
     ``seed`` fixes the initial weights and the batches; ``label`` names the
-    run in the build's progress log.
+    run in the build's progress log; ``threads`` sets PyTorch's thread count
+    while it trains (``None``: as it is; one thread suits these small models,
+    and runs side by side in worker processes, see
+    :func:`rl2llm.vector.run_in_processes`).
     """
+    with torch_threads(threads):
+        return _train_lm(config, data, tokens, eval_data, batch_size, lr, warmup, final_lr_fraction, weight_decay,
+                         grad_clip, eval_every, eval_windows, seed, label)
+
+
+def _train_lm(config, data, tokens, eval_data, batch_size, lr, warmup, final_lr_fraction, weight_decay, grad_clip,
+              eval_every, eval_windows, seed, label) -> LMRun:
     if not isinstance(config, GPTConfig):
         raise TypeError(f"config must be a GPTConfig, got {check.describe(config)}")
     data = _check_stream("data", data)
