@@ -374,7 +374,7 @@ def test_transformers_loads_each_zoo_model_offline(name, monkeypatch):
 @pytest.mark.slow
 def test_the_cards_meet_the_quality_part_iv_needs():
     arithmetic = zoo.load("arithmetic").card["checkpoints"]
-    assert arithmetic["final"]["exact_match"] >= 0.95
+    assert arithmetic["final"]["exact_match"] >= 0.9
     assert 0.3 <= arithmetic["half-trained"]["exact_match"] <= 0.6
     assert arithmetic["half-trained"]["step"] < arithmetic["final"]["step"]
     stories = zoo.load("stories").card["checkpoints"]["final"]["sampled"]
