@@ -294,15 +294,9 @@ def _dyna_q(env, S, A, n_planning, n_episodes, max_steps, gamma, alpha, epsilon,
     planning_rng = np.random.default_rng([seed, 1])   # planning: its own
     Q = np.zeros((S, A))
     allowed = list(range(A))
-    # the model: what each tried (s, a) led to last time, and when it was last tried
-    model_next = np.zeros((S, A), dtype=int)
-    model_reward = np.zeros((S, A))
-    model_end = np.zeros((S, A), dtype=bool)
-    known = np.zeros((S, A), dtype=bool)
-    last_tried = np.zeros((S, A))
-    pairs: list[int] = []                               # the known pairs, as s * A + a
+    model = _TableModel(S, A, kappa)
     lengths, returns, rewards = [], [], []
-    steps, planning_updates = 0, 0
+    steps = 0
     episodes = range(n_episodes) if n_episodes is not None else _count()
     if label is not None:
         episodes = progress(episodes, label, total=n_episodes, every=max(1, (n_episodes or 100) // 10))
@@ -315,33 +309,24 @@ def _dyna_q(env, S, A, n_planning, n_episodes, max_steps, gamma, alpha, epsilon,
             s_next, r, terminated, truncated, _ = env.step(a)
             total, t, steps = total + r, t + 1, steps + 1
             rewards.append(r)
-            done = terminated or truncated or (max_steps is not None and steps >= max_steps)
-            a_next = 0 if terminated else _epsilon_greedy(Q[s_next].tolist(), epsilon, rng, allowed)
+            done = terminated or truncated or steps == max_steps
+            a_next = 0 if terminated else _epsilon_greedy(
+                Q[s_next].tolist(), epsilon, rng, allowed)
             # direct reinforcement learning: Lecture 3's Q-learning update
             next_value = 0.0 if terminated else max(Q[s_next].tolist())
             Q[s, a] += alpha * (r + gamma * next_value - Q[s, a])
-            # model learning: remember the outcome (Dyna-Q+ also admits the untried actions of a new state)
-            if kappa > 0 and not known[s].any():
-                for b in range(A):
-                    known[s, b], model_next[s, b] = True, s
-                    pairs.append(s * A + b)
-            if not known[s, a]:
-                known[s, a] = True
-                pairs.append(s * A + a)
-            model_next[s, a], model_reward[s, a], model_end[s, a] = s_next, r, terminated
-            last_tried[s, a] = steps
-            # planning: n more updates on remembered transitions
+            # model learning: remember what the move led to
+            model.remember(s, a, r, s_next, terminated, steps)
+            # planning: n_planning more updates, on remembered moves
             if n_planning:
-                _plan(Q, pairs, planning_rng.random(n_planning), model_next, model_reward, model_end,
-                      last_tried, steps, A, gamma, alpha, kappa)
-                planning_updates += n_planning
+                model.plan(Q, planning_rng.random(n_planning), steps, gamma, alpha)
             s, a = s_next, a_next
         lengths.append(t)
         returns.append(total)
-        if max_steps is not None and steps >= max_steps:
+        if steps == max_steps:
             break
     return DynaResult(Q, n_planning, kappa, np.array(lengths), np.array(returns), np.array(rewards),
-                      planning_updates)
+                      n_planning * steps)
 
 
 def _count():
@@ -351,17 +336,44 @@ def _count():
         episode += 1
 
 
-def _plan(Q, pairs, draws, model_next, model_reward, model_end, last_tried, now, A, gamma, alpha, kappa):
-    """Q-learning updates on remembered transitions, one per uniform draw in ``draws``."""
-    n = len(pairs)
-    for u in draws.tolist():
-        k = pairs[int(u * n)]
-        s, a = divmod(k, A)
-        r = model_reward[s, a]
-        if kappa > 0:                       # Dyna-Q+: the longer untried, the more worth a look
-            r += kappa * math.sqrt(now - last_tried[s, a])
-        next_value = 0.0 if model_end[s, a] else max(Q[model_next[s, a]].tolist())
-        Q[s, a] += alpha * (r + gamma * next_value - Q[s, a])
+class _TableModel:
+    """Dyna-Q's model: the last outcome of every (state, action) tried, and when it was tried."""
+
+    def __init__(self, S: int, A: int, kappa: float):
+        self.next = np.zeros((S, A), dtype=int)
+        self.reward = np.zeros((S, A))
+        self.end = np.zeros((S, A), dtype=bool)
+        self.known = np.zeros((S, A), dtype=bool)
+        self.last_tried = np.zeros((S, A))
+        self.pairs: list[int] = []            # the known pairs, as s * A + a
+        self.A, self.kappa = A, kappa
+
+    def remember(self, s, a, r, s_next, terminated, now) -> None:
+        if self.kappa > 0 and not self.known[s].any():
+            # Dyna-Q+: a new state's untried moves lead back to it, reward 0
+            for b in range(self.A):
+                self.next[s, b] = s
+                self._add(s, b)
+        self._add(s, a)
+        self.next[s, a], self.reward[s, a], self.end[s, a] = s_next, r, terminated
+        self.last_tried[s, a] = now
+
+    def _add(self, s: int, a: int) -> None:
+        if not self.known[s, a]:
+            self.known[s, a] = True
+            self.pairs.append(s * self.A + a)
+
+    def plan(self, Q, draws, now, gamma, alpha) -> None:
+        """One Q-learning update on a remembered move per uniform draw in ``draws``."""
+        pairs, n, kappa = self.pairs, len(self.pairs), self.kappa
+        for u in draws.tolist():
+            s, a = divmod(pairs[int(u * n)], self.A)
+            r = self.reward[s, a]
+            if kappa > 0:        # Dyna-Q+: the longer untried, the more worth a look
+                r += kappa * math.sqrt(now - self.last_tried[s, a])
+            s2 = self.next[s, a]
+            next_value = 0.0 if self.end[s, a] else max(Q[s2].tolist())
+            Q[s, a] += alpha * (r + gamma * next_value - Q[s, a])
 
 
 # --------------------------------------------------------------------------- a learned dynamics model
@@ -422,7 +434,8 @@ class DynamicsModel(nn.Module):
         self.register_buffer("out_std", torch.ones(obs_dim))
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """The predicted next observations, shape ``(N, obs_dim)``, for ``(N, obs_dim)`` and ``(N, action_dim)``."""
+        """The predicted next observations ``(N, obs_dim)``, from the observations
+        ``(N, obs_dim)`` and the actions ``(N, action_dim)``."""
         x = (torch.cat([obs, actions], dim=-1) - self.in_mean) / self.in_std
         out = self.out_mean + self.out_std * self.net(x)
         return obs + out if self.predict_delta else out
@@ -517,11 +530,12 @@ def _fit_model(model, obs, actions, next_obs, n_steps, batch_size, learning_rate
         model.out_std.copy_(targets.std(0).clamp_min(1e-6))
     x = (inputs - model.in_mean) / model.in_std
     y = (targets - model.out_mean) / model.out_std
-    optimizer = torch.optim.Adam(model.net.parameters(), lr=learning_rate, fused=True)
+    optimizer = torch.optim.Adam(model.net.parameters(), learning_rate, fused=True)
     generator = torch.Generator().manual_seed(seed)
+    n = len(x)
     losses = np.zeros(n_steps)
     for step in range(n_steps):
-        batch = torch.randint(len(x), (min(batch_size, len(x)),), generator=generator)
+        batch = torch.randint(n, (min(batch_size, n),), generator=generator)
         loss = ((model.net(x[batch]) - y[batch]) ** 2).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -653,7 +667,8 @@ def cem(evaluate: Callable, horizon: int, low, high, n_candidates: int = 100, n_
     return _cem(evaluate, low, high, n_candidates, n_elites, iterations, mean, std, generator)
 
 
-def _cem(evaluate, low, high, n_candidates, n_elites, iterations, mean, std, generator) -> Plan:
+def _cem(evaluate, low, high, n_candidates, n_elites, iterations, mean, std,
+         generator) -> Plan:
     stds, best_values = [float(std.mean())], []
     for _ in range(iterations):
         noise = torch.randn(n_candidates, *mean.shape, generator=generator)
@@ -663,7 +678,8 @@ def _cem(evaluate, low, high, n_candidates, n_elites, iterations, mean, std, gen
         mean, std = _refit(candidates[top.indices])
         stds.append(float(std.mean()))
         best_values.append(float(top.values[0]))
-    return Plan(mean, float(top.values.mean()), np.array(stds), np.array(best_values))
+    value = float(top.values.mean())   # what the last elites earn on average
+    return Plan(mean, value, np.array(stds), np.array(best_values))
 
 
 def _refit(elites: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -697,7 +713,7 @@ def imagined_returns(model: Callable, reward_fn: Callable, obs, action_seqs) -> 
 def _imagined_returns(model, reward_fn, obs, action_seqs) -> torch.Tensor:
     n, horizon, _ = action_seqs.shape
     states = [obs.expand(n, -1)]
-    for t in range(horizon - 1):              # the last action's outcome earns nothing more
+    for t in range(horizon - 1):   # where the last action leads earns nothing more
         states.append(model(states[-1], action_seqs[:, t]))
     # the rewards of every step of every candidate in one call: (horizon * n) rows
     states = torch.stack(states, dim=1).reshape(n * horizon, -1)
@@ -857,18 +873,19 @@ class MPC:
         def evaluate(candidates):
             return _imagined_returns(self.model, self.reward_fn, obs, candidates)
 
+        low, high, shape = self.low, self.high, (c.horizon, len(self.low))
         with torch.no_grad():
             if c.planner == "random_shooting":
-                plan = _random_shooting(evaluate, c.horizon, self.low, self.high, c.n_candidates, self.generator)
+                plan = _random_shooting(evaluate, c.horizon, low, high, c.n_candidates,
+                                        self.generator)
             else:
-                middle = ((self.low + self.high) / 2).expand(c.horizon, len(self.low))
-                mean = middle.clone()
-                if self._plan is not None:   # warm start: the rest of the last plan, then the middle
+                mean = ((low + high) / 2).expand(shape).clone()
+                if self._plan is not None:   # warm start: the rest of the last plan
                     rest = self._plan[self._next:]
                     mean[:len(rest)] = rest
-                std = ((self.high - self.low) / 4).expand(c.horizon, len(self.low)).clone()
-                plan = _cem(evaluate, self.low, self.high, c.n_candidates, c.n_elites, c.iterations, mean, std,
-                            self.generator)
+                std = ((high - low) / 4).expand(shape).clone()
+                plan = _cem(evaluate, low, high, c.n_candidates, c.n_elites,
+                            c.iterations, mean, std, self.generator)
         self._plan, self._next = plan.actions, 0
         self.predicted.append(plan.value)
 
