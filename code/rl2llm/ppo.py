@@ -127,7 +127,8 @@ def clipped_surrogate(log_probs_new, log_probs_old, advantages, clip: float = 0.
 def _clipped_surrogate(new, old, adv, clip):
     """:func:`clipped_surrogate` without the checks, for the training loop."""
     ratio = torch.exp(new - old)
-    return torch.min(ratio * adv, torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * adv).mean()
+    clipped = torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
+    return torch.min(ratio * adv, clipped * adv).mean()
 
 
 class KLEstimates(NamedTuple):
@@ -584,7 +585,7 @@ def _clip_grad_norm(params, max_norm: float) -> None:
 
 
 def _log_prob_entropy(policy):
-    """``f(obs, actions) -> (log pi(a | s) per row, a function giving the mean entropy)`` for ``policy``.
+    """``f(obs, actions) -> (log pi(a | s) per row, mean entropy as a function)``.
 
     The only place the update looks inside the policy: a categorical one
     (a softmax over actions, over a vocabulary in Part IV) or a Gaussian one.
@@ -605,8 +606,8 @@ def _log_prob_entropy(policy):
     return categorical
 
 
-def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_buf, actions_buf,
-                rewards_buf, terminated_buf, truncated_buf, valid_buf):
+def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_buf,
+                actions_buf, rewards_buf, terminated_buf, truncated_buf, valid_buf):
     """``n_epochs`` passes of minibatch steps on the batch just collected.
 
     Returns ``(k1, k3, clip fraction, entropy, policy loss, value loss, epochs run)``.
@@ -615,23 +616,26 @@ def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_b
     obs_all = torch.from_numpy(obs_buf.reshape((T + 1) * N, -1))
     with torch.no_grad():
         v_np = value(obs_all).view(T + 1, N).numpy().astype(np.float64)
-    advantages = _gae(rewards_buf, v_np[:-1], v_np[1:], terminated_buf, truncated_buf, c.gamma, c.gae_lambda)
+    advantages = _gae(rewards_buf, v_np[:-1], v_np[1:], terminated_buf, truncated_buf,
+                      c.gamma, c.gae_lambda)
     targets = advantages + v_np[:-1]         # the lambda-returns
 
     keep = valid_buf.ravel()                 # leave the reset steps out
     obs = obs_all[:T * N][torch.from_numpy(keep)]
     actions = torch.from_numpy(actions_buf.reshape(T * N, *actions_buf.shape[2:])[keep])
-    adv = torch.from_numpy(advantages.ravel()[keep].astype(np.float32))
-    targets_t = torch.from_numpy(targets.ravel()[keep].astype(np.float32))
-    old_values = torch.from_numpy(v_np[:-1].ravel()[keep].astype(np.float32))
+
+    def flat(x):                             # (T, N) floats -> kept rows, float32
+        return torch.from_numpy(x.ravel()[keep].astype(np.float32))
+
+    adv, targets_t, old_values = flat(advantages), flat(targets), flat(v_np[:-1])
     log_prob_entropy = _log_prob_entropy(policy)
-    with torch.no_grad():                    # the collecting policy's log-probabilities: constants
+    with torch.no_grad():                    # the collecting policy's: constants
         old_log_probs = log_prob_entropy(obs, actions)[0]
 
     value_net = _functional(value.net)
     n, size = len(actions), c.batch_size
-    whole = size >= n                        # one minibatch per epoch: no shuffling or indexing needed
-    if whole and c.normalize_advantage and n > 1:   # then the minibatch is the batch: normalise once
+    whole = size >= n                        # one minibatch: no shuffling, no indexing
+    if whole and c.normalize_advantage and n > 1:   # normalise the batch once
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     clipped, entropies, policy_losses, value_losses = [], [], [], []
     epochs_run = 0
@@ -645,23 +649,26 @@ def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_b
                 mb_targets, mb_old_values = targets_t, old_values
             else:
                 idx = order[start:start + size]
-                if len(idx) < 2:             # a lone leftover sample: no minibatch statistics
+                if len(idx) < 2:             # a lone leftover sample: no statistics
                     continue
-                mb_obs, mb_actions, old, mb_adv = obs[idx], actions[idx], old_log_probs[idx], adv[idx]
-                mb_targets, mb_old_values = targets_t[idx], old_values[idx]
+                mb_obs, mb_actions, old = obs[idx], actions[idx], old_log_probs[idx]
+                mb_adv, mb_targets = adv[idx], targets_t[idx]
+                mb_old_values = old_values[idx]
             new, entropy_of = log_prob_entropy(mb_obs, mb_actions)
             if c.normalize_advantage and not whole and len(mb_adv) > 1:
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-            if clip is None:                 # no clip: the importance-weighted surrogate alone
+            if clip is None:                 # no clip: the plain surrogate
                 policy_loss = -(torch.exp(new - old) * mb_adv).mean()
             else:
                 policy_loss = -_clipped_surrogate(new, old, mb_adv, clip)
             v = value_net(mb_obs)[:, 0]
             if c.clip_range_vf is None:
                 value_loss = nn.functional.mse_loss(v, mb_targets)
-            else:
-                v_clipped = mb_old_values + torch.clamp(v - mb_old_values, -c.clip_range_vf, c.clip_range_vf)
-                value_loss = torch.max((v - mb_targets) ** 2, (v_clipped - mb_targets) ** 2).mean()
+            else:                            # moves at most clip_range_vf from the old
+                step = torch.clamp(v - mb_old_values, -c.clip_range_vf, c.clip_range_vf)
+                v_clipped = mb_old_values + step
+                value_loss = torch.max((v - mb_targets) ** 2,
+                                       (v_clipped - mb_targets) ** 2).mean()
             loss = policy_loss + c.vf_coef * value_loss
             if c.ent_coef:
                 entropy = entropy_of()
@@ -672,12 +679,14 @@ def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_b
             with torch.no_grad():
                 log_ratio = new - old
                 if clip is not None:
-                    clipped.append(((log_ratio.exp() - 1.0).abs() > clip).float().mean())
-                if c.target_kl is not None and \
-                        (torch.expm1(log_ratio) - log_ratio).mean().item() > 1.5 * c.target_kl:
-                    stop = True
-                    break
-            for p in params:                 # optimizer.zero_grad(), without its wrappers
+                    outside = (log_ratio.exp() - 1.0).abs() > clip
+                    clipped.append(outside.float().mean())
+                if c.target_kl is not None:  # k3 on this minibatch, before the step
+                    k3 = (torch.expm1(log_ratio) - log_ratio).mean().item()
+                    if k3 > 1.5 * c.target_kl:
+                        stop = True
+                        break
+            for p in params:                 # optimizer.zero_grad(), without wrappers
                 p.grad = None
             loss.backward()
             if c.max_grad_norm is not None:
@@ -688,10 +697,12 @@ def _ppo_update(policy, value, params, optimizer, c: PPOConfig, clip, rng, obs_b
             value_losses.append(value_loss.detach())
         if stop:
             break
-    kl = _approx_kl(log_prob_entropy(obs, actions)[0].detach(), old_log_probs)   # the whole batch, after
+    # how far the update moved the policy: the whole batch, after the update
+    kl = _approx_kl(log_prob_entropy(obs, actions)[0].detach(), old_log_probs)
 
     def mean(xs):
         return torch.stack(xs).mean().item() if xs else math.nan
 
-    return (kl.k1, kl.k3, mean(clipped), mean(entropies), mean(policy_losses), mean(value_losses), epochs_run)
+    return (kl.k1, kl.k3, mean(clipped), mean(entropies), mean(policy_losses),
+            mean(value_losses), epochs_run)
 
