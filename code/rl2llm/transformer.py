@@ -134,14 +134,15 @@ def n_parameters(config: GPTConfig) -> int:
     """
     if not isinstance(config, GPTConfig):
         raise TypeError(f"config must be a GPTConfig, got {check.describe(config)}")
-    d, h, L, V, T = config.n_embd, config.mlp_hidden, config.n_layer, config.vocab_size, config.block_size
+    d, h, L = config.n_embd, config.mlp_hidden, config.n_layer
+    V, T = config.vocab_size, config.block_size
     b = int(config.bias)
-    norm = d + (d * b if config.norm == "layer" else 0)      # gain (and bias)
-    attention = 4 * d * d + 4 * d * b                          # q, k, v and the output projection
+    norm = d + (d * b if config.norm == "layer" else 0)   # gain (and bias)
+    attention = 4 * d * d + 4 * d * b                     # q, k, v, output
     if config.mlp == "gelu":
-        mlp = 2 * d * h + (h + d) * b                          # up and down
+        mlp = 2 * d * h + (h + d) * b                     # up, down
     else:
-        mlp = 3 * d * h + (2 * h + d) * b                      # gate, up and down
+        mlp = 3 * d * h + (2 * h + d) * b                 # gate, up, down
     block = attention + mlp + 2 * norm
     embeddings = V * d + (T * d if config.position == "learned" else 0)
     final_norm = norm if config.norm_placement == "pre" else 0
@@ -164,7 +165,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        inverse_rms = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return x * inverse_rms * self.weight
 
 
 def make_norm(config: GPTConfig) -> nn.Module:
@@ -174,7 +176,11 @@ def make_norm(config: GPTConfig) -> nn.Module:
     return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
 
 
-def rope_tables(head_dim: int, n_positions: int, theta: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
+#: The cosines and sines of rotary positions for the T positions of a window, ``(T, head_dim)`` each.
+Rope = tuple[torch.Tensor, torch.Tensor]
+
+
+def rope_tables(head_dim: int, n_positions: int, theta: float = 10_000.0) -> Rope:
     """Cosines and sines of rotary position embeddings, each ``(n_positions, head_dim)``.
 
     Dimension ``i`` and ``i + head_dim / 2`` form a pair that position ``t``
@@ -208,15 +214,15 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # queries, keys, values
         self.out = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_dim): each head attends on its own slice of the features
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        # (B, T, C) -> (B, heads, T, C / heads): one slice of the features per head
+        q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
         if rope is not None:  # positions enter as rotations of the queries and keys
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        p_drop = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p_drop)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # the heads side by side again
         return self.out(y)
 
@@ -257,7 +263,7 @@ class Block(nn.Module):
         self.norm2, self.mlp = make_norm(config), MLP(config)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
         if self.pre_norm:
             x = x + self.drop(self.attn(self.norm1(x), rope))
             x = x + self.drop(self.mlp(self.norm2(x)))
@@ -315,7 +321,9 @@ class GPT(nn.Module):
         if self.pos_emb is not None:
             x = x + self.pos_emb(torch.arange(T, device=idx.device))
         x = self.drop(x)
-        rope = (self.rope_cos[:T], self.rope_sin[:T]) if self.config.position == "rope" else None
+        rope = None
+        if self.config.position == "rope":   # rotations for the first T positions
+            rope = (self.rope_cos[:T], self.rope_sin[:T])
         for block in self.blocks:
             x = block(x, rope)
         logits = self.head(self.norm(x))
