@@ -214,6 +214,7 @@ def test_the_training_loss_decreases_on_a_tiny_model():
     assert run.tokens == 16 * 16 * 60 and len(run.losses) == 60
     assert run.parameters == n_parameters(TINY) and run.non_embedding == non_embedding_parameters(TINY)
     assert np.isclose(run.compute, 6 * run.non_embedding * run.tokens)
+    assert 0 < run.cpu_seconds and 0 < run.seconds
     again = train_lm(TINY, pattern, 16 * 16 * 10, batch_size=16, seed=0)
     assert np.array_equal(again.losses, train_lm(TINY, pattern, 16 * 16 * 10, batch_size=16, seed=0).losses)
 

@@ -316,7 +316,9 @@ class LMRun:
     after that many training tokens (empty without ``eval_data``);
     ``tokens``: the tokens trained on (``steps * batch_size * block_size``);
     ``parameters`` / ``non_embedding``: the model's size; ``lrs``: the
-    learning rate of every step; ``seconds``: the wall time of training.
+    learning rate of every step; ``seconds`` and ``cpu_seconds``: the wall
+    and CPU time of training (the process's, so one thread's when it trains
+    on one).
     """
 
     model: GPT
@@ -328,6 +330,7 @@ class LMRun:
     non_embedding: int
     lrs: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     @property
     def final_loss(self) -> float:
@@ -412,7 +415,7 @@ def _train_lm(config, data, tokens, eval_data, batch_size, lr, warmup, final_lr_
     if label is not None and not isinstance(label, str):
         raise TypeError(f"label must be a string or None, got {check.describe(label)}")
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     torch.manual_seed(seed)
     model = GPT(config)
     batches = torch.Generator().manual_seed(seed)
@@ -449,7 +452,8 @@ def _train_lm(config, data, tokens, eval_data, batch_size, lr, warmup, final_lr_
     evaluate(steps)
     model.eval()
     return LMRun(model, losses, np.array(eval_tokens, dtype=float), np.array(eval_losses), steps * per_step,
-                 n_parameters(config), non_embedding_parameters(config), lrs, time.perf_counter() - start)
+                 n_parameters(config), non_embedding_parameters(config), lrs, time.perf_counter() - start,
+                 time.process_time() - cpu)
 
 
 # --------------------------------------------------------------------------- scaling laws
