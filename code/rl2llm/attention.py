@@ -179,21 +179,25 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale
         if mask.is_floating_point() and bool(torch.isnan(mask).any()):
             raise ValueError("mask must not contain NaN")
 
-    g = H // Hkv   # query heads per key/value head; each group is stacked along the time axis
+    g = H // Hkv   # query heads per key/value head: a group is stacked along time
     grouped_q = q.reshape(*batch, Hkv, g * Tq, d)
     scores = (grouped_q @ k.transpose(-2, -1)).reshape(scores_shape) * scale
     if causal:
-        scores = scores.masked_fill(~causal_mask(Tq, Tk, device=q.device), float("-inf"))
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        future = ~causal_mask(Tq, Tk, device=q.device)
+        scores = scores.masked_fill(future, float("-inf"))
+    if mask is not None and mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    elif mask is not None:
+        scores = scores + mask
     empty = None
-    if causal or mask is not None:   # a query that may attend to nothing: no NaN, a zero output
+    if causal or mask is not None:   # a query with nothing to attend to: no NaN, zeros
         empty = torch.isneginf(scores).all(dim=-1, keepdim=True)
         scores = scores.masked_fill(empty, 0.0)
     weights = torch.softmax(scores, dim=-1)
     if empty is not None:
         weights = weights.masked_fill(empty, 0.0)
-    out = (weights.reshape(*batch, Hkv, g * Tq, Tk) @ v).reshape(*batch, H, Tq, v.shape[-1])
+    out = weights.reshape(*batch, Hkv, g * Tq, Tk) @ v
+    out = out.reshape(*batch, H, Tq, v.shape[-1])
     return (out, weights) if return_weights else out
 
 
@@ -253,8 +257,8 @@ def _rope_angles(positions: torch.Tensor, d: int, base: float, dtype) -> tuple[t
     return torch.cos(angle).to(dtype), torch.sin(angle).to(dtype)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate dimension pairs ``(i, i + d/2)`` of ``x`` by the angles whose cos and sin are given."""
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """Rotate the pairs of dimensions ``(i, i + d/2)`` of ``x`` by angles (cos, sin)."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
@@ -321,14 +325,16 @@ class _TensorMeter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+        given = tree_flatten((args, kwargs))[0]
+        inputs = {t.untyped_storage().data_ptr() for t in given
                   if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
                 pointer, n = storage.data_ptr(), storage.nbytes()
                 # a view or an in-place result shares an input's memory: nothing new
-                if n and pointer not in inputs and pointer not in self._storages:
+                new = pointer not in inputs and pointer not in self._storages
+                if n and new:
                     self._storages.add(pointer)
                     self.live += n
                     self.peak = max(self.peak, self.live)
