@@ -223,7 +223,7 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         p_drop = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p_drop)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # the heads side by side again
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.out(y)
 
 
