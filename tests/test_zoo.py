@@ -18,6 +18,7 @@ import dataclasses
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -232,6 +233,25 @@ def test_sampling_is_seeded(tiny):
     assert all(len(c) <= 4 for c in a)
     assert tiny.generate(prompts, 4, temperature=1.0, top_k=1) == tiny.generate(prompts, 4)
     assert tiny.generate(prompts, 4, temperature=1.0, top_p=1e-9) == tiny.generate(prompts, 4)
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.0, None, None), (1.0, None, None), (0.7, 5, None),
+                                                       (1.3, None, 0.8), (1.0, 4, 0.5)])
+def test_the_sampler_agrees_with_lecture_12s(temperature, top_k, top_p):
+    from rl2llm.lm import sample_next
+
+    logits = torch.randn(64, 20, generator=torch.Generator().manual_seed(1)) * 2
+    ours = zoo._sample(logits, temperature, top_k, top_p, torch.Generator().manual_seed(5))
+    theirs = sample_next(logits, temperature, top_k, top_p, torch.Generator().manual_seed(5))
+    assert torch.equal(ours, theirs)
+
+
+def test_the_zoo_key_depends_on_what_its_models_are_made_of_only():
+    from rl2llm.provenance import module_closure
+
+    modules, _, _ = module_closure(Path(zoo.__file__).parent, [], roots=["rl2llm.zoo"])
+    assert modules <= {"rl2llm", "rl2llm.zoo", "rl2llm.corpora", "rl2llm.tokenizer", "rl2llm._validate",
+                       "rl2llm.progress", "rl2llm.provenance"}
 
 
 def test_generation_stops_at_the_end_of_text(tiny):

@@ -406,6 +406,39 @@ def _epoch(rng: np.random.Generator, lengths: np.ndarray, batch_size: int) -> li
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+# The zoo imports only what its models are made of (the corpora and the BPE tokenizer), not
+# dqn.torch_threads, lm.lr_schedule or lm.sample_next, which do what the few lines below do: its cache
+# key hashes every module it imports, and an edit to, say, Lecture 10's GPT must not retrain the zoo.
+# (tests/test_zoo.py checks that the two samplers agree.)
+
+
+def _lr_factor(spec: ZooSpec, step: int) -> float:
+    """Linear warm-up over ``spec.warmup`` steps, then a cosine down to ``spec.final_lr_fraction``."""
+    if step < spec.warmup:
+        return (step + 1) / spec.warmup
+    t = min(1.0, (step - spec.warmup) / max(1, spec.steps - 1 - spec.warmup))
+    return spec.final_lr_fraction + (1 - spec.final_lr_fraction) * 0.5 * (1 + np.cos(np.pi * t))
+
+
+def _sample(logits, temperature: float, top_k: int | None, top_p: float | None, generator):
+    """One token per row: greedy at temperature 0, else a draw after temperature, top-k and top-p
+    (in ``transformers``' order, as Lecture 12's ``lm.sample_next``)."""
+    import torch
+
+    if temperature == 0.0:
+        return logits.argmax(-1)
+    scaled = logits.float() / temperature
+    if top_k is not None and top_k < scaled.shape[-1]:
+        kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        ordered, order = torch.sort(scaled, dim=-1, descending=True, stable=True)
+        probs = torch.softmax(ordered.double(), dim=-1)
+        keep = torch.zeros_like(scaled, dtype=torch.bool).scatter(-1, order, probs.cumsum(-1) - probs < top_p)
+        scaled = scaled.masked_fill(~keep, float("-inf"))
+    return torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator).squeeze(-1)
+
+
 def train(spec: ZooSpec, out_dir, *, show_progress: bool = True) -> dict:
     """Train ``spec``'s model and write its checkpoints and card into ``out_dir`` (a new folder).
 
@@ -416,14 +449,13 @@ def train(spec: ZooSpec, out_dir, *, show_progress: bool = True) -> dict:
     """
     import torch
 
-    from .dqn import torch_threads
-    from .lm import lr_schedule
-
     spec = _spec(spec)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     wall, cpu = time.perf_counter(), time.process_time()
-    with torch_threads(spec.threads):
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    try:
         pairs = _items(spec, spec.n_train, spec.data_seed)
         tokenizer = build_tokenizer(spec, "".join(p + c + "\n" for p, c in pairs))
         rows, masks = _rows(spec, tokenizer, pairs)
@@ -451,7 +483,7 @@ def train(spec: ZooSpec, out_dir, *, show_progress: bool = True) -> dict:
                 batches = _epoch(rng, lengths, spec.batch_size)
             ids, attention, labels = _batch(rows, masks, batches.pop(), tokenizer.pad_token_id)
             for group in optimizer.param_groups:
-                group["lr"] = lr_schedule(step, spec.steps, spec.lr, spec.warmup, spec.final_lr_fraction)
+                group["lr"] = spec.lr * _lr_factor(spec, step)
             loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -488,6 +520,8 @@ def train(spec: ZooSpec, out_dir, *, show_progress: bool = True) -> dict:
         for name in checkpoints(spec):
             card["checkpoints"][name] = {"step": saved[name]["step"],
                                          **measure(spec, _load_model(out_dir / name), tokenizer)}
+    finally:
+        torch.set_num_threads(threads_before)
     (out_dir / "card.json").write_text(json.dumps(card, indent=1))
     return card
 
@@ -553,8 +587,8 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, *, t
 
     Batched with left padding and position ids counted from each row's first
     real token, with a key-value cache. ``temperature=0`` is greedy decoding;
-    otherwise each token is drawn by Lecture 12's ``lm.sample_next``
-    (temperature, then ``top_k``, then nucleus ``top_p`` when given) from a
+    otherwise each token is drawn after temperature, then ``top_k``, then
+    nucleus ``top_p`` when given (as Lecture 12's ``lm.sample_next``), from a
     generator seeded with ``seed`` (the same call gives the same text). Works
     for any causal model of ``transformers`` whose tokenizer has a pad token.
     """
@@ -595,8 +629,6 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, *, t
 def _generate_batch(model, encoded, max_new_tokens, temperature, top_k, top_p, generator, eos, pad):
     import torch
 
-    from .lm import sample_next
-
     width = max(len(e) for e in encoded)
     ids = torch.full((len(encoded), width), pad, dtype=torch.long)
     attention = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -610,8 +642,7 @@ def _generate_batch(model, encoded, max_new_tokens, temperature, top_k, top_p, g
     finished = torch.zeros(len(encoded), dtype=torch.bool)
     new = []
     for t in range(max_new_tokens):
-        top = None if top_k is None or top_k >= logits.shape[-1] else top_k
-        token = sample_next(logits.float(), temperature, top, top_p, generator)
+        token = _sample(logits, temperature, top_k, top_p, generator)
         token = torch.where(finished, torch.full_like(token, pad), token)
         new.append(token)
         finished |= token == eos
