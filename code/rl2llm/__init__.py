@@ -12,8 +12,16 @@ One module per idea; each module's docstring names the lecture that uses it.
 * :mod:`rl2llm.advantages` — TD errors, n-step returns, GAE(lambda) with termination and truncation (Lecture 4)
 * :mod:`rl2llm.actor_critic` — A2C on gymnasium's vector environments, shared or separate networks (Lecture 4)
 * :mod:`rl2llm.trpo` — conjugate gradient, Fisher-vector products, KL line search, TRPO (Lecture 5)
-* :mod:`rl2llm.ppo` — PPO with switches for each implementation detail, discrete and Gaussian policies (Lecture 6, planned)
-* :mod:`rl2llm.corpora` — generated stories, arithmetic and code tasks with their checks (Parts III and IV, planned)
+* :mod:`rl2llm.ppo` — PPO with switches for each implementation detail, discrete and Gaussian policies (Lecture 6)
+* :mod:`rl2llm.vector` — vector environments timed (sync, async, vectorised), runs in worker processes (Lecture 6)
+* :mod:`rl2llm.offpolicy` — DDPG, TD3 and SAC in one loop (Lecture 7)
+* :mod:`rl2llm.model_based` — Dyna-Q, learned dynamics models, MPC by random shooting and CEM (Lecture 8)
+* :mod:`rl2llm.attention` — scaled dot-product, multi-head and grouped-query attention, positional encodings (Lecture 9)
+* :mod:`rl2llm.transformer` — a small GPT written to be read, converters to transformers' GPT-2 and Llama (Lecture 10)
+* :mod:`rl2llm.tokenizer` — byte-level BPE, naive and incremental, and its Hugging Face twin (Lecture 11)
+* :mod:`rl2llm.lm` — language-model training, perplexity, decoding filters, power-law fits (Lecture 12)
+* :mod:`rl2llm.corpora` — generated stories, arithmetic and code tasks with their checks (Parts III and IV)
+* :mod:`rl2llm.zoo` — the book's small pretrained language models, trained once and cached (Parts III and IV)
 * :mod:`rl2llm.exercises` — checkers for the exercises a reader solves in code
 * :mod:`rl2llm.plotting` — the book's figure style and shared plots
 * :mod:`rl2llm.seeding` — the one seeding helper
