@@ -737,8 +737,10 @@ def train_seeds(env_id: str, config: SACConfig | TD3Config | Sequence[SACConfig 
     checkpoints = check.as_bool("checkpoints", checkpoints)
     spaces = _checked_env_id(env_id)
     if description is None:
-        names = sorted({_name(c) for c in configs})
-        description = f"{', '.join(names)} on {env_id}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+        what = " and ".join(sorted({_name(c) for c in configs}))
+        if len({repr(c) for c in configs}) > 1:
+            what += " variants"
+        description = f"{what} on {env_id}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
     with torch_threads(threads), flush_denormals():
         return _train(env_id, spaces, configs, seeds, eval_every, eval_episodes, checkpoints, description)
 
