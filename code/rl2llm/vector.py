@@ -63,7 +63,12 @@ class VectorTiming(NamedTuple):
 
 
 class _Delayed(gym.Wrapper):
-    """Every step waits ``delay`` seconds before it returns: a simulator slower than CartPole's few lines."""
+    """Every step and every reset waits ``delay`` seconds: a simulator slower than CartPole's few lines.
+
+    Resets wait too, because a vector environment resets a finished copy in
+    place of a step; a copy that only slowed its steps would run faster
+    whenever an episode ended.
+    """
 
     def __init__(self, env: gym.Env, delay: float):
         super().__init__(env)
@@ -72,6 +77,10 @@ class _Delayed(gym.Wrapper):
     def step(self, action):
         time.sleep(self.delay)
         return self.env.step(action)
+
+    def reset(self, **kwargs):
+        time.sleep(self.delay)
+        return self.env.reset(**kwargs)
 
 
 class _Delay:
