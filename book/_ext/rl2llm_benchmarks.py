@@ -10,6 +10,9 @@
 * ``{bpe-benchmark} benchmarks/results/bpe.json``: byte-pair encoding, our
   naive and incremental trainers against Hugging Face ``tokenizers``
   (``benchmarks/bpe_vs_tokenizers.py``).
+* ``{gpt-benchmark} benchmarks/results/gpt_throughput.json``: training
+  throughput of our GPT against ``transformers``' ``GPT2LMHeadModel``
+  (``benchmarks/gpt_throughput.py``).
 
 The files are read while the page is read, and the page depends on them
 (``env.note_dependency``): a changed results file re-reads the page on the next
@@ -437,8 +440,93 @@ class BPEBenchmark(_ResultsDirective):
         return _paragraph(text)
 
 
+# --------------------------------------------------------------------------- GPT training throughput against GPT2LMHeadModel
+
+
+class GPTBenchmark(_ResultsDirective):
+    """``{gpt-benchmark} benchmarks/results/gpt_throughput.json``: training throughput (tokens per second) of
+    our GPT (``rl2llm.transformer``) against ``transformers``' ``GPT2LMHeadModel`` of the same configuration and
+    weights, written by ``benchmarks/gpt_throughput.py``: a verdict on the goal (at least as fast), a table and,
+    in the scientist edition, the settings, the agreement of the two losses and where it ran."""
+
+    def run(self):
+        data = self._load()
+        if data is None:
+            return self._missing("python benchmarks/gpt_throughput.py", "about 5 minutes on two cores")
+        s, settings = data["summary"], data["settings"]
+        out: list[nodes.Node] = []
+        if settings.get("quick"):
+            out.append(nodes.warning("", _paragraph("These are figures from a quick run (a few steps), not the "
+                                                    "benchmark.")))
+        out.append(_paragraph(("strong", "Verdict: "), self._verdict(data)))
+        ours, theirs = s["rl2llm"], s["transformers"]
+        if self.manager:
+            out.append(_table(("implementation", "words of text per second (training)"),
+                              [("the book's transformer", _fmt_int(ours["tokens_per_second"])),
+                               ("Hugging Face transformers", _fmt_int(theirs["tokens_per_second"]))]))
+        else:
+            out.append(_table(("implementation", "tokens/s (median of rounds)", "tokens/s by CPU time",
+                               "loss at the end"),
+                              [("rl2llm GPT", _fmt_int(ours["tokens_per_second"]),
+                                _fmt_int(ours["cpu_tokens_per_second"]), f"{ours['final_loss']:.4f}"),
+                               ("transformers GPT2LMHeadModel", _fmt_int(theirs["tokens_per_second"]),
+                                _fmt_int(theirs["cpu_tokens_per_second"]), f"{theirs['final_loss']:.4f}")]))
+        out.append(self._notes(data))
+        return out
+
+    def _verdict(self, data: dict) -> str:
+        s, goal = data["summary"], data["goals"]["speed_ratio"]
+        ratio = s["speed_ratio"]
+        if self.manager:
+            if ratio >= goal:
+                return (f"The book's transformer trains {ratio:.2f} times as fast as the same model in Hugging Face "
+                        "transformers, the library most teams use: reading it costs no speed.")
+            return (f"The book's transformer is behind here: it trains at {ratio:.2f} times the speed of the same "
+                    "model in Hugging Face transformers, short of the goal of matching it.")
+        cpu = s["cpu_speed_ratio"]
+        if ratio >= goal:
+            text = (f"rl2llm's GPT meets the goal: {ratio:.2f} times GPT2LMHeadModel's training throughput "
+                    f"(the goal is {goal:g} times)")
+        else:
+            text = (f"rl2llm's GPT is behind here: {ratio:.2f} times GPT2LMHeadModel's training throughput, short "
+                    f"of the goal of {goal:g} times")
+        return text + f"; by CPU time {cpu:.2f} times."
+
+    def _notes(self, data: dict) -> nodes.paragraph:
+        m, v, settings, s = data["machine"], data["versions"], data["settings"], data["summary"]
+        load = data.get("load_average", {})
+        before, after = (load.get(k, [None])[0] for k in ("before", "after"))
+        busy = before is not None and max(before, after) > 0.5 * (m.get("cores") or 1)
+        c = settings["config"]
+        if self.manager:
+            text = (f"Both sides train the same small model ({settings['parameters']:,} parameters, the shape of "
+                    "GPT-2 in miniature), from the same starting point, on the same text, with the same settings, "
+                    "taking turns on the same computer; their training losses agree step for step. Measured on "
+                    f"{data['date'][:10]} on an ordinary {m['cores']}-core computer.")
+            if busy:
+                text += " The computer was busy with other work, which slows both sides."
+            return _paragraph(text)
+        text = (f"GPT-2's block with {c['n_layer']} layers of width {c['n_embd']}, {c['n_head']} heads, a context "
+                f"of {c['block_size']} and a byte-level vocabulary of {c['vocab_size']} ({settings['parameters']:,} "
+                f"parameters); GPT2LMHeadModel is to_gpt2 of ours (the same initial weights, attention "
+                f"implementation \"{settings['hf_attention']}\"). Batches of {settings['batch_size']} windows "
+                f"({settings['tokens_per_step']:,} tokens per step), the same for both; AdamW (lr {settings['lr']:g}, "
+                f"betas {tuple(settings['betas'])}), gradients clipped at {settings['grad_clip']:g}; "
+                f"{settings['threads']} PyTorch thread(s); {settings['rounds']} timed rounds of "
+                f"{settings['steps_per_round']} steps per side after a warm-up round, the sides alternating. "
+                f"The two losses agree to {s['loss_gap_first_round']:.1e} over the first round "
+                f"({s['loss_gap_final']:.1e} at the end). Measured {data['date']} on {m['cpu']} ({m['cores']} cores); "
+                f"Python {v['python']}, PyTorch {v['torch']}, transformers {v['transformers']}, rl2llm at commit "
+                f"{data['rl2llm_commit']}.")
+        if before is not None:
+            text += f" Load average (1 min) {before:.2f} before and {after:.2f} after"
+            text += ": the machine was shared, so both speeds are understated." if busy else "."
+        return _paragraph(text)
+
+
 def setup(app: Sphinx):
     app.add_directive("rl-benchmark", RLBenchmark)
     app.add_directive("vi-benchmark", VIBenchmark)
     app.add_directive("bpe-benchmark", BPEBenchmark)
+    app.add_directive("gpt-benchmark", GPTBenchmark)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -131,7 +131,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale
 
     ``q``: ``(..., H, Tq, d)``; ``k``: ``(..., Hkv, Tk, d)``; ``v``: ``(..., Hkv, Tk, dv)``,
     float tensors of one dtype, with the same leading dimensions. ``Hkv`` must
-    divide ``H``: query heads ``g*j .. g*j + g - 1`` (``g = H // Hkv``) share key
+    divide ``H``: query heads ``g*j .. g*j + g - 1`` (``g`` is ``H // Hkv``) share key
     and value head ``j`` (grouped-query attention, as PyTorch's ``enable_gqa``).
     ``mask``: ``None``, booleans (True: may attend) or floats added to the
     scores (an ALiBi bias; ``-inf`` forbids), broadcastable to
@@ -258,7 +258,7 @@ def _rope_angles(positions: torch.Tensor, d: int, base: float, dtype) -> tuple[t
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """Rotate the pairs of dimensions ``(i, i + d/2)`` of ``x`` by angles (cos, sin)."""
+    """Turn each pair of dimensions (i, i + d/2) of x by its angle."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
