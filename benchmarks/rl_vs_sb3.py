@@ -297,13 +297,19 @@ def sb3_sac(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
                          int(model.num_timesteps))
 
 
+def _td3_starts(total_steps: int) -> int:
+    """The Zoo's 10,000 random steps first, but never more than half the run: a quick run of a few thousand
+    steps then still trains both sides (the full 20,000-step run is unchanged)."""
+    return min(ZOO_TD3["learning_starts"], total_steps // 2)
+
+
 def ours_td3(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
     from rl2llm.offpolicy import TD3Config, train_td3
 
     z = ZOO_TD3
     episode = 200  # Pendulum-v1's episodes are always 200 steps (it never terminates): [1, "episode"] = 200 steps
     config = TD3Config(total_steps=total_steps, gamma=z["gamma"], buffer_size=z["buffer_size"],
-                       learning_starts=z["learning_starts"], action_noise=z["noise_std"], train_every=episode,
+                       learning_starts=_td3_starts(total_steps), action_noise=z["noise_std"], train_every=episode,
                        gradient_steps=episode, learning_rate=z["learning_rate"],
                        hidden=tuple(z["policy_kwargs"]["net_arch"]))
     clock = Clock()
@@ -319,7 +325,7 @@ def sb3_td3(env_id: str, total_steps: int, seed: int, threads: int) -> Trained:
     clock = Clock()
     noise = NormalActionNoise(mean=np.zeros(1), sigma=z["noise_std"] * np.ones(1))
     model = sb3.TD3("MlpPolicy", env_id, gamma=z["gamma"], buffer_size=z["buffer_size"],
-                    learning_starts=z["learning_starts"], action_noise=noise, gradient_steps=z["gradient_steps"],
+                    learning_starts=_td3_starts(total_steps), action_noise=noise, gradient_steps=z["gradient_steps"],
                     train_freq=tuple(z["train_freq"]), learning_rate=z["learning_rate"],
                     policy_kwargs=z["policy_kwargs"], seed=seed, device="cpu", verbose=0)
     model.set_logger(QUIET)
