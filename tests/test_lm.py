@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from rl2llm.lm import (
     LMRun, PowerLaw, ScalingLaw, apply_temperature, fit_power_law, fit_scaling_law, generate, lr_schedule,
+    scaling_law_profile,
     next_token_probs, non_embedding_parameters, perplexity, sample_next, token_losses, top_k_filter,
     top_p_filter, train_lm,
 )
@@ -264,6 +265,49 @@ def test_the_scaling_law_fit_recovers_chinchillas_exponents():
     assert np.isclose(law.alpha, 0.5, rtol=1e-3) and np.isclose(law.beta, 0.4, rtol=1e-3)
 
 
+def _noisy_grid(seed=0):
+    """A grid shaped like Lecture 12's (5 sizes x 3 budgets), losses from a known law with 1% noise."""
+    truth = ScalingLaw(E=0.6, A=60.0, alpha=0.7, B=3000.0, beta=0.7)
+    N, D = np.meshgrid([500, 1800, 7000, 27000, 100000], [5e4, 1e5, 2e5])
+    noise = np.exp(np.random.default_rng(seed).normal(0, 0.01, N.shape))
+    return truth, N.ravel(), D.ravel(), (truth(N, D) * noise).ravel()
+
+
+def test_the_scaling_law_fit_is_no_worse_than_a_wide_multistart():
+    """The objective has local minima on a flat ridge; the fit must not stop in one (Lecture 12's grid did)."""
+    from scipy.optimize import minimize
+
+    for seed in range(3):
+        truth, N, D, L = _noisy_grid(seed)
+        law = fit_scaling_law(N, D, L)
+        best = np.inf
+        rng = np.random.default_rng(seed)
+        for _ in range(40):                        # an independent multi-start: random starts, numerical gradients
+            start = [rng.uniform(0, 8), rng.uniform(0, 12), np.log(L.min()) - rng.uniform(0.05, 1.5),
+                     rng.uniform(0.1, 1.8), rng.uniform(0.1, 1.8)]
+            f = minimize(lambda t: ScalingLaw(np.exp(t[2]), np.exp(t[0]), t[3], np.exp(t[1]), t[4]).huber_loss(N, D, L),
+                         start, method="L-BFGS-B", bounds=[(None, 30), (None, 30), (None, np.log(L.min())),
+                                                           (1e-3, 4), (1e-3, 4)],
+                         options=dict(ftol=1e-13, gtol=1e-10, maxiter=1000))
+            best = min(best, f.fun)
+        assert law.huber_loss(N, D, L) <= best * (1 + 1e-4), (seed, law.huber_loss(N, D, L), best)
+        assert abs(law.parameter_exponent - truth.parameter_exponent) < 0.1
+
+
+def test_the_profile_brackets_the_fit_and_contains_the_true_exponent():
+    truth, N, D, L = _noisy_grid(0)
+    law = fit_scaling_law(N, D, L)
+    exponents = np.round(np.arange(0.3, 0.71, 0.05), 2)
+    laws, objectives = scaling_law_profile(N, D, L, exponents)
+    assert len(laws) == len(exponents)
+    assert np.allclose([fit.parameter_exponent for fit in laws], exponents)
+    assert (objectives >= law.huber_loss(N, D, L) * (1 - 1e-6)).all(), "no fixed exponent beats the free fit"
+    assert np.allclose(objectives, [fit.huber_loss(N, D, L) for fit in laws])
+    assert abs(exponents[np.argmin(objectives)] - law.parameter_exponent) <= 0.025 + 1e-9
+    assert abs(exponents[np.argmin(objectives)] - truth.parameter_exponent) <= 0.05 + 1e-9
+    assert objectives[0] > 1.05 * objectives.min() and objectives[-1] > 1.05 * objectives.min()
+
+
 def test_the_optimal_allocation_spends_the_budget_where_the_loss_is_lowest():
     law = ScalingLaw(E=1.69, A=406.4, alpha=0.34, B=410.7, beta=0.28)
     assert np.isclose(law.parameter_exponent + law.data_exponent, 1.0)
@@ -330,6 +374,13 @@ def test_the_optimal_allocation_spends_the_budget_where_the_loss_is_lowest():
     (lambda: fit_scaling_law([1, 2, 3, 4, 5], [1, 2, 3, 4], [1] * 5), ValueError, "must have the same length"),
     (lambda: fit_scaling_law([1, 2, 3, 4, 5], [1, 2, 1, 2, 1], [1, 1, 1, 0, 1]), ValueError, "loss must be positive"),
     (lambda: ScalingLaw(1, 1, 0.3, 1, 0.3).optimal_allocation(-1.0), ValueError, "compute must be positive"),
+    (lambda: scaling_law_profile([1, 2, 3, 4, 5], [1, 2, 1, 2, 1], [5, 4, 3, 2, 1], [0.5, 1.0]), ValueError,
+     "exponents must be a non-empty list of numbers strictly between 0 and 1"),
+    (lambda: scaling_law_profile([1, 2, 3, 4, 5], [1, 2, 1, 2, 1], [5, 4, 3, 2, 1], [0.5, np.nan]), ValueError,
+     r"exponents must be finite"),
+    (lambda: scaling_law_profile([1, 2, 3], [1, 2, 3], [1, 2, 3], [0.5]), ValueError, "need at least 5 runs"),
+    (lambda: ScalingLaw(1, 1, 0.3, 1, 0.3).huber_loss([1, 2, 3, 4, 5], [1, 2, 1, 2, 1], [1, 1, 1, 1]), ValueError,
+     "must have the same length"),
 ])
 def test_bad_input_is_named(call, error, match):
     with pytest.raises(error, match=match):

@@ -22,8 +22,11 @@ The file reads in the order of the chapter:
 * **Scaling laws.** :func:`fit_power_law` fits ``L(x) = E + A x^-alpha``
   to measured losses; :func:`fit_scaling_law` fits the two-variable form of
   Hoffmann et al. (2022), ``L(N, D) = E + A / N^alpha + B / D^beta``, with
-  their Huber loss on log-losses, and :meth:`ScalingLaw.optimal_allocation`
-  splits a compute budget ``C = 6 N D`` between parameters and tokens.
+  their Huber loss on log-losses, from many starting points;
+  :func:`scaling_law_profile` refits it with the compute-optimal exponent
+  held fixed (how well do other exponents fit?), and
+  :meth:`ScalingLaw.optimal_allocation` splits a compute budget ``C = 6 N D``
+  between parameters and tokens.
 """
 
 from __future__ import annotations
@@ -542,6 +545,12 @@ class ScalingLaw:
         N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
         return self.E + self.A / N ** self.alpha + self.B / D ** self.beta
 
+    def huber_loss(self, N, D, loss, *, huber_delta: float = 1e-3) -> float:
+        """The objective :func:`fit_scaling_law` minimises: the summed Huber loss between log predictions and ``log(loss)``."""
+        N, D, L, huber_delta = _scaling_inputs(N, D, loss, huber_delta)
+        r = np.log(self(N, D)) - np.log(L)
+        return float(np.where(np.abs(r) <= huber_delta, 0.5 * r ** 2, huber_delta * (np.abs(r) - 0.5 * huber_delta)).sum())
+
     @property
     def parameter_exponent(self) -> float:
         """``a = beta / (alpha + beta)``: the compute-optimal model grows as ``C^a``."""
@@ -565,15 +574,7 @@ class ScalingLaw:
         return G * ND ** self.parameter_exponent, ND ** self.data_exponent / G
 
 
-def fit_scaling_law(N, D, loss, *, huber_delta: float = 1e-3) -> ScalingLaw:
-    """Fit ``L(N, D) = E + A / N^alpha + B / D^beta`` to losses measured at model sizes ``N`` and token counts ``D``.
-
-    The method of Hoffmann et al. (2022, approach 3): with ``A = e^a``,
-    ``B = e^b``, ``E = e^e``, minimise the Huber loss (``huber_delta``) between
-    ``logsumexp(a - alpha log N, b - beta log D, e)`` and ``log L`` with
-    L-BFGS, from a grid of starting points, and keep the best. Needs at least
-    5 runs with at least 2 different sizes and 2 different token counts.
-    """
+def _scaling_inputs(N, D, loss, huber_delta):
     N, D, L = _positive_vector("N", N), _positive_vector("D", D), _positive_vector("loss", loss)
     if not len(N) == len(D) == len(L):
         raise ValueError(f"N, D and loss must have the same length, got {len(N)}, {len(D)} and {len(L)}")
@@ -581,7 +582,11 @@ def fit_scaling_law(N, D, loss, *, huber_delta: float = 1e-3) -> ScalingLaw:
         raise ValueError(f"need at least 5 runs with 2 different N and 2 different D to fit 5 numbers, got "
                          f"{len(L)} runs, {len(np.unique(N))} N and {len(np.unique(D))} D")
     huber_delta = check.as_real("huber_delta", huber_delta, 0.0, low_open=True)
-    from scipy.optimize import minimize
+    return N, D, L, huber_delta
+
+
+def _scaling_objective(N, D, L, huber_delta):
+    """The Huber loss of Hoffmann et al. on log-losses, and its gradient, in ``theta = (log A, log B, log E, alpha, beta)``."""
     from scipy.special import logsumexp
 
     lN, lD, lL = np.log(N), np.log(D), np.log(L)
@@ -597,30 +602,104 @@ def fit_scaling_law(N, D, loss, *, huber_delta: float = 1e-3) -> ScalingLaw:
         dr = np.where(small, r, huber_delta * np.sign(r))
         grad = np.array([np.sum(dr * w[0]), np.sum(dr * w[1]), np.sum(dr * w[2]),
                          np.sum(dr * w[0] * -lN), np.sum(dr * w[1] * -lD)])
-        return huber.sum(), grad
+        return float(huber.sum()), grad
 
-    # Starting points: for fixed exponents the law is linear in (E, A, B), so a grid of exponents, each
-    # with a non-negative least-squares fit weighted by 1/L (relative errors), finds the basin; L-BFGS
-    # then refines the few best on the Huber objective.
-    from scipy.optimize import nnls
+    return objective
 
+
+_EXPONENT_BOUNDS = (1e-3, 4.0)
+
+
+def _scaling_fit(N, D, L, huber_delta, ratio=None, *, n_best=20, n_random=10):
+    """Multi-start L-BFGS on the Huber objective; with ``ratio``, ``beta = ratio * alpha`` is held fixed.
+
+    Starting points: for fixed exponents the law is linear in ``(E, A, B)``,
+    so a grid of exponents, each with a non-negative least-squares fit
+    weighted by ``1/L`` (relative errors), gives a starting point per cell;
+    the ``n_best`` best cells and ``n_random`` random ones (a fixed seed: the
+    fit is deterministic) are refined, and the best result is kept. The
+    objective is flat along a ridge of the exponents and, being almost an
+    absolute error, has kinks: with L-BFGS's default tolerances a run stops
+    on the ridge short of the minimum, so the tolerances are tight.
+    """
+    from scipy.optimize import minimize, nnls
+
+    full = _scaling_objective(N, D, L, huber_delta)
+    lo, hi = _EXPONENT_BOUNDS
     grid = np.linspace(0.05, 2.0, 40)
+    if ratio is None:
+        pairs = [(al, be) for al in grid for be in grid]
+        objective = full
+        alpha_bounds = [(lo, hi), (lo, hi)]
+    else:
+        alpha_max = min(hi, hi / ratio)
+        pairs = [(al, ratio * al) for al in np.linspace(lo, alpha_max, 80)[1:]]
+
+        def objective(theta):
+            f, g = full(np.append(theta, ratio * theta[3]))
+            return f, np.append(g[:3], g[3] + ratio * g[4])
+
+        alpha_bounds = [(lo, alpha_max)]
     starts = []
-    for alpha in grid:
-        for beta in grid:
-            X = np.stack([np.ones_like(N), N ** -alpha, D ** -beta], axis=1) / L[:, None]
-            coef, residual = nnls(X, np.ones_like(L))
-            starts.append((residual, alpha, beta, coef))
+    for alpha, beta in pairs:
+        X = np.stack([np.ones_like(N), N ** -alpha, D ** -beta], axis=1) / L[:, None]
+        coef, residual = nnls(X, np.ones_like(L))
+        starts.append((residual, alpha, beta, coef))
     starts.sort(key=lambda s: s[0])
+    chosen = starts[:n_best]
+    rest = starts[n_best:]
+    if rest and n_random:
+        pick = np.random.default_rng(0).choice(len(rest), size=min(n_random, len(rest)), replace=False)
+        chosen += [rest[i] for i in pick]
     e_max = math.log(L.min())
+    floor = 1e-6 * L.min()
+    bounds = [(None, None), (None, None), (None, e_max)] + alpha_bounds
     best = None
-    for _, alpha, beta, (E0, A0, B0) in starts[:5]:
-        floor = 1e-6 * L.min()
-        theta = np.array([math.log(max(A0, floor)), math.log(max(B0, floor)),
-                          min(math.log(max(E0, floor)), e_max), alpha, beta])
-        fit = minimize(objective, theta, jac=True, method="L-BFGS-B",
-                       bounds=[(None, None), (None, None), (None, e_max), (1e-3, 4.0), (1e-3, 4.0)])
+    for _, alpha, beta, (E0, A0, B0) in chosen:
+        theta = [math.log(max(A0, floor)), math.log(max(B0, floor)), min(math.log(max(E0, floor)), e_max), alpha]
+        if ratio is None:
+            theta.append(beta)
+        fit = minimize(objective, np.array(theta), jac=True, method="L-BFGS-B", bounds=bounds,
+                       options=dict(ftol=1e-12, gtol=1e-9, maxiter=1000))
         if best is None or fit.fun < best.fun:
             best = fit
-    a, b, e, alpha, beta = best.x
-    return ScalingLaw(float(np.exp(e)), float(np.exp(a)), float(alpha), float(np.exp(b)), float(beta))
+    x = best.x if ratio is None else np.append(best.x, ratio * best.x[3])
+    a, b, e, alpha, beta = x
+    return ScalingLaw(float(np.exp(e)), float(np.exp(a)), float(alpha), float(np.exp(b)), float(beta)), float(best.fun)
+
+
+def fit_scaling_law(N, D, loss, *, huber_delta: float = 1e-3) -> ScalingLaw:
+    """Fit ``L(N, D) = E + A / N^alpha + B / D^beta`` to losses measured at model sizes ``N`` and token counts ``D``.
+
+    The method of Hoffmann et al. (2022, approach 3): with ``A = e^a``,
+    ``B = e^b``, ``E = e^e``, minimise the Huber loss (``huber_delta``) between
+    ``logsumexp(a - alpha log N, b - beta log D, e)`` and ``log L`` with
+    L-BFGS from many starting points (the 20 best cells of a grid of
+    exponents and 10 random ones), run to tight tolerances, and keep the best. The objective has
+    several local minima along a flat ridge of the exponents; use
+    :func:`scaling_law_profile` to see how well other exponents fit. Needs at
+    least 5 runs with at least 2 different sizes and 2 different token counts.
+    """
+    N, D, L, huber_delta = _scaling_inputs(N, D, loss, huber_delta)
+    return _scaling_fit(N, D, L, huber_delta)[0]
+
+
+def scaling_law_profile(N, D, loss, exponents, *, huber_delta: float = 1e-3) -> tuple[list[ScalingLaw], np.ndarray]:
+    """The best fit of :func:`fit_scaling_law` with the compute-optimal exponent ``a = beta / (alpha + beta)`` held at each of ``exponents``.
+
+    Returns the fitted laws and their Huber objectives (the quantity
+    :func:`fit_scaling_law` minimises, see :meth:`ScalingLaw.huber_loss`).
+    The exponents whose objective is close to the minimum are the ones the
+    data cannot tell apart: a profile of the fit, the honest error bar on
+    ``a`` when the grid of runs is small.
+    """
+    N, D, L, huber_delta = _scaling_inputs(N, D, loss, huber_delta)
+    exponents = np.atleast_1d(check.as_finite_array("exponents", exponents))
+    if exponents.ndim != 1 or exponents.size == 0 or not np.all((exponents > 0) & (exponents < 1)):
+        raise ValueError(f"exponents must be a non-empty list of numbers strictly between 0 and 1, got {exponents}")
+    laws, objectives = [], []
+    for a in exponents:
+        law, value = _scaling_fit(N, D, L, huber_delta, ratio=a / (1 - a), n_best=4, n_random=2)
+        laws.append(law)
+        objectives.append(value)
+    return laws, np.array(objectives)
