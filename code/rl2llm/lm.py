@@ -610,7 +610,7 @@ def _scaling_objective(N, D, L, huber_delta):
 _EXPONENT_BOUNDS = (1e-3, 4.0)
 
 
-def _scaling_fit(N, D, L, huber_delta, ratio=None, *, n_best=20, n_random=10):
+def _scaling_fit(N, D, L, huber_delta, ratio=None, *, n_best=10, n_random=5):
     """Multi-start L-BFGS on the Huber objective; with ``ratio``, ``beta = ratio * alpha`` is held fixed.
 
     Starting points: for fixed exponents the law is linear in ``(E, A, B)``,
@@ -674,8 +674,8 @@ def fit_scaling_law(N, D, loss, *, huber_delta: float = 1e-3) -> ScalingLaw:
     The method of Hoffmann et al. (2022, approach 3): with ``A = e^a``,
     ``B = e^b``, ``E = e^e``, minimise the Huber loss (``huber_delta``) between
     ``logsumexp(a - alpha log N, b - beta log D, e)`` and ``log L`` with
-    L-BFGS from many starting points (the 20 best cells of a grid of
-    exponents and 10 random ones), run to tight tolerances, and keep the best. The objective has
+    L-BFGS from many starting points (the 10 best cells of a grid of
+    exponents and 5 random ones), run to tight tolerances, and keep the best. The objective has
     several local minima along a flat ridge of the exponents; use
     :func:`scaling_law_profile` to see how well other exponents fit. Needs at
     least 5 runs with at least 2 different sizes and 2 different token counts.
@@ -699,7 +699,7 @@ def scaling_law_profile(N, D, loss, exponents, *, huber_delta: float = 1e-3) -> 
         raise ValueError(f"exponents must be a non-empty list of numbers strictly between 0 and 1, got {exponents}")
     laws, objectives = [], []
     for a in exponents:
-        law, value = _scaling_fit(N, D, L, huber_delta, ratio=a / (1 - a), n_best=4, n_random=2)
+        law, value = _scaling_fit(N, D, L, huber_delta, ratio=a / (1 - a), n_best=2, n_random=1)
         laws.append(law)
         objectives.append(value)
     return laws, np.array(objectives)
