@@ -145,7 +145,7 @@ def test_page_renders_the_results_in_both_editions(quick_run, tmp_path):
 def test_page_without_results_says_how_to_produce_them(tmp_path):
     html = _render(tmp_path, "scientist", None)
     assert "No results file yet" in html and "rl_vs_sb3.py" in html and "value_iteration.py" in html
-    assert "have not been made" in _render(tmp_path, "manager", None)
+    assert "Not measured yet" in _render(tmp_path, "manager", None)
 
 
 def test_a2c_settings_are_stable_baselines3s_defaults():
