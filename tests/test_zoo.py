@@ -144,9 +144,9 @@ def test_an_empty_folder_is_not_an_entry(tmp_path):
 
 
 def test_concurrent_builders_train_once(tmp_path, monkeypatch):
-    # Builders are processes; here they are threads of one process, so first train once elsewhere:
-    # that imports what training imports lazily (transformers, tokenizers). Python 3.11 can fail with
-    # "AST constructor recursion depth mismatch" when threads compile modules at the same moment.
+    # Builders are processes; here they are threads of one process, which also tests that the zoo is
+    # thread-safe (Python 3.11's ast.parse is not: provenance takes turns). Train once elsewhere first,
+    # so that what training imports lazily (transformers, tokenizers) is imported before the threads start.
     zoo.ensure(TINY, cache_dir=tmp_path / "warm-up", progress=False)
     calls = _count_trainings(monkeypatch)
     errors, folders = [], []

@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import types
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -37,6 +38,10 @@ from pathlib import Path
 from typing import Iterable
 
 #: Libraries whose versions a page of the book reports when a chapter uses them.
+#: ``ast.parse`` is not thread-safe on Python 3.11 (threads parsing at once can fail with "AST constructor
+#: recursion depth mismatch"), so the parses of this module take turns.
+_PARSE_LOCK = threading.Lock()
+
 REPORTED_LIBRARIES = ("numpy", "scipy", "torch", "gymnasium", "transformers", "trl", "accelerate", "matplotlib")
 #: Import name -> distribution name, where they differ.
 _DISTRIBUTIONS = {"sklearn": "scikit-learn", "yaml": "PyYAML", "PIL": "pillow"}
@@ -82,7 +87,8 @@ def _imports_of(source: str, current: str | None = None, is_package: bool = Fals
     """The modules a piece of source imports. ``current`` is its own module name (for relative imports)."""
     found = _Imports()
     try:
-        tree = ast.parse(_strip_magics(source))
+        with _PARSE_LOCK:
+            tree = ast.parse(_strip_magics(source))
     except SyntaxError:
         found.parsed = False
         return found
