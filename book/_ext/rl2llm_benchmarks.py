@@ -87,6 +87,23 @@ class _ResultsDirective(SphinxDirective):
     def manager(self) -> bool:
         return getattr(self.config, "rl2llm_edition", "scientist") == "manager"
 
+    @staticmethod
+    def _load_average(data: dict) -> tuple[float | None, float | None, bool]:
+        """The 1-minute load average before and after the run, and whether the machine was busy (above half
+        its cores) at either end: a busy machine stretches every side's wall clock."""
+        load = data.get("load_average", {})
+        before, after = (load.get(k, [None])[0] for k in ("before", "after"))
+        cores = data["machine"].get("cores") or 1
+        return before, after, before is not None and max(before, after) > 0.5 * cores
+
+    @staticmethod
+    def _load_sentence(before: float | None, after: float | None, busy: bool, consequence: str) -> str:
+        """The scientist edition's sentence on the load (empty if it was not recorded)."""
+        if before is None:
+            return ""
+        return f" Load average (1 min) {before:.2f} before and {after:.2f} after" + (f": {consequence}" if busy
+                                                                                     else ".")
+
     def _missing(self, command: str, minutes: str) -> list[nodes.Node]:
         if self.manager:
             return [_paragraph("Not measured yet: this section will show the result and its verdict once it "
@@ -231,9 +248,8 @@ class RLBenchmark(_ResultsDirective):
         return f"{us} is behind here: " + "; ".join(behind) + "."
 
     def _provenance(self, b: dict) -> nodes.paragraph:
-        m, v, settings, load = b["machine"], b["versions"], b["settings"], b.get("load_average", {})
-        before, after = (load.get(k, [None])[0] for k in ("before", "after"))
-        busy = before is not None and max(before, after) > 0.5 * (m.get("cores") or 1)
+        m, v, settings = b["machine"], b["versions"], b["settings"]
+        before, after, busy = self._load_average(b)
         if self.manager:
             text = (f"Measured on {b['date'][:10]} on an ordinary {m['cores']}-core computer ({m['cpu']}), "
                     "both libraries in the same session, one after the other for each training run.")
@@ -247,9 +263,7 @@ class RLBenchmark(_ResultsDirective):
                 f"the same for every model). Python {v['python']}, PyTorch {v['torch']}, Gymnasium {v['gymnasium']}, "
                 f"NumPy {v['numpy']}, Stable-Baselines3 {v['stable-baselines3']}, rl2llm {v['rl2llm']} at commit "
                 f"{b['rl2llm_commit']}.")
-        if before is not None:
-            text += f" Load average (1 min) {before:.2f} before and {after:.2f} after"
-            text += ": the machine was shared, so both speeds are understated." if busy else "."
+        text += self._load_sentence(before, after, busy, "the machine was shared, so both speeds are understated.")
         if b.get("note"):
             text += f" Matching the settings: {b['note']}."
         return _paragraph(text)
@@ -420,9 +434,7 @@ class BPEBenchmark(_ResultsDirective):
 
     def _notes(self, data: dict) -> nodes.paragraph:
         m, v, settings, rows = data["machine"], data["versions"], data["settings"], data["rows"]
-        load = data.get("load_average", {})
-        before, after = (load.get(k, [None])[0] for k in ("before", "after"))
-        busy = before is not None and max(before, after) > 0.5 * (m.get("cores") or 1)
+        before, after, busy = self._load_average(data)
         if self.manager:
             text = (f"Each side learned its vocabulary from the same {settings['text_bytes'] / 1e6:g} MB of text: "
                     "the book's generated stories, sums and code, which repeat a small set of words, and made-up "
@@ -449,9 +461,7 @@ class BPEBenchmark(_ResultsDirective):
         text += (f" Measured {data['date']} on {m['cpu']} ({m['cores']} cores), tokenizers with "
                  f"RAYON_NUM_THREADS={settings['threads']}; Python {v['python']}, tokenizers {v['tokenizers']}, "
                  f"regex {v['regex']}, rl2llm at commit {data['rl2llm_commit']}.")
-        if before is not None:
-            text += f" Load average (1 min) {before:.2f} before and {after:.2f} after"
-            text += ": the machine was shared, so every time is stretched." if busy else "."
+        text += self._load_sentence(before, after, busy, "the machine was shared, so every time is stretched.")
         return _paragraph(text)
 
 
@@ -513,9 +523,7 @@ class GPTBenchmark(_ResultsDirective):
 
     def _notes(self, data: dict) -> nodes.paragraph:
         m, v, settings, s = data["machine"], data["versions"], data["settings"], data["summary"]
-        load = data.get("load_average", {})
-        before, after = (load.get(k, [None])[0] for k in ("before", "after"))
-        busy = before is not None and max(before, after) > 0.5 * (m.get("cores") or 1)
+        before, after, busy = self._load_average(data)
         c = settings["config"]
         if self.manager:
             text = (f"Both sides train the same small model ({settings['parameters']:,} parameters, the shape of "
@@ -537,9 +545,7 @@ class GPTBenchmark(_ResultsDirective):
                 f"({s['loss_gap_final']:.1e} at the end). Measured {data['date']} on {m['cpu']} ({m['cores']} cores); "
                 f"Python {v['python']}, PyTorch {v['torch']}, transformers {v['transformers']}, rl2llm at commit "
                 f"{data['rl2llm_commit']}.")
-        if before is not None:
-            text += f" Load average (1 min) {before:.2f} before and {after:.2f} after"
-            text += ": the machine was shared, so both speeds are understated." if busy else "."
+        text += self._load_sentence(before, after, busy, "the machine was shared, so both speeds are understated.")
         return _paragraph(text)
 
 
