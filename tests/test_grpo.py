@@ -199,3 +199,22 @@ def test_train_grpo_runs_is_reproducible_and_leaves_the_zoo_model_alone(arithmet
         grpo.train_grpo(arithmetic, None, items, config)
     with pytest.raises(ValueError, match="items"):
         grpo.train_grpo(arithmetic, reward, [], config)
+
+
+def test_experiment_runners_check_their_arguments():
+    with pytest.raises(ValueError, match="method"):
+        grpo.arithmetic_run("sft")
+    with pytest.raises(ValueError, match="scale"):
+        grpo.arithmetic_run("grpo", scale="huge")
+    with pytest.raises(ValueError, match="scale"):
+        grpo.code_run(0, scale="huge")
+    with pytest.raises(ValueError, match="jobs"):
+        grpo.run_jobs([{"kind": "chess"}])
+    with pytest.raises(ValueError, match="workers"):
+        grpo.run_jobs([], workers=0)
+
+
+def test_arithmetic_run_offline_method_gives_the_table_row():
+    row = grpo.run_jobs([{"kind": "arithmetic", "method": "orpo", "seed": 0}], workers=1, cache=False)[0]
+    assert row["method"] == "orpo" and row["samples"] == 640 and row["pairs"] > 0
+    assert 0 <= row["em_before"] <= 1 and 0 <= row["em_after"] <= 1 and np.isfinite(row["kl"])

@@ -22,11 +22,18 @@ baseline.
   a constant, answers times the length limit: Dr. GRPO; no length bias).
 * :func:`train_grpo`: sample, score, update, for a zoo model and any reward
   function of ``(item, completion)``; returns a :class:`GRPOHistory`.
+* Lecture 16's experiments: :func:`arithmetic_run` (one method, one seed, on
+  the half-trained arithmetic model: GRPO, Dr. GRPO, RLOO, PPO from
+  :mod:`rl2llm.rlhf`, and the offline methods of :mod:`rl2llm.offline` on
+  pairs of the model's own answers), :func:`code_run` (GRPO on the code model
+  with the sandboxed unit-test reward of :mod:`rl2llm.sandbox`) and
+  :func:`run_jobs` (many runs in two processes, cached as an artifact).
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
@@ -36,7 +43,7 @@ import torch
 
 from rl2llm import _validate as check
 from rl2llm.dqn import flush_denormals, torch_threads
-from rl2llm.sequences import sample, token_log_probs
+from rl2llm.sequences import sample, sequence_log_probs, token_log_probs
 
 __all__ = ["ADVANTAGES", "AGGREGATIONS", "group_advantages", "k3_kl", "grpo_loss", "GRPOConfig",
            "GRPOHistory", "train_grpo"]
@@ -333,3 +340,198 @@ def _train(zoo_model, reward_fn, items, c: GRPOConfig, seed: int, eval_fn) -> GR
     history.seconds = spent
     history.model = policy
     return history
+
+
+# --------------------------------------------------------------------------- Lecture 16's comparison
+
+#: The methods :func:`arithmetic_run` compares, online (sampling from the model being trained) and offline
+#: (learning from pairs of the starting model's answers, judged by exact match).
+ONLINE = ("ppo", "grpo", "dr_grpo", "rloo")
+OFFLINE = ("dpo", "ipo", "kto", "simpo", "orpo", "cpo")
+
+#: The recipe of Lecture 16 on the half-trained arithmetic model (``"large"``: the same, longer).
+ARITHMETIC = {
+    "small": {"steps": 20, "group_size": 8, "prompts_per_step": 4, "n_train": 400, "n_eval": 200},
+    "large": {"steps": 100, "group_size": 8, "prompts_per_step": 8, "n_train": 2000, "n_eval": 1000},
+}
+#: Learning rate and settings per method (chosen on seed 0 of the small scale; Lecture 16 reports them).
+METHOD_SETTINGS = {
+    "grpo": {"lr": 3e-5}, "dr_grpo": {"lr": 3e-5}, "rloo": {"lr": 3e-5}, "ppo": {"lr": 3e-5, "ppo_epochs": 2},
+    "dpo": {"lr": 1e-4, "beta": 0.1}, "ipo": {"lr": 1e-4, "beta": 0.1}, "kto": {"lr": 1e-4, "beta": 0.1},
+    "simpo": {"lr": 1e-4, "beta": 2.0, "gamma": 1.0}, "orpo": {"lr": 1e-4, "lam": 0.1},
+    "cpo": {"lr": 1e-4, "beta": 0.1, "alpha": 1.0},
+}
+
+
+@torch.no_grad()
+def _sampled_kl(policy, reference, tokenizer, prompts, max_new_tokens, seed) -> float:
+    """KL(policy || reference) in nats per answer: the mean of log pi - log pi_ref over the policy's samples."""
+    _, batch = sample(policy, tokenizer, prompts, max_new_tokens, seed=seed)
+    return float((sequence_log_probs(policy, batch) - sequence_log_probs(reference, batch)).mean())
+
+
+def arithmetic_run(method: str, seed: int = 0, *, scale: str = "small", lr: float | None = None,
+                   threads: int | None = 1, curve: bool = False) -> dict:
+    """One run of Lecture 16's comparison on the zoo's half-trained arithmetic model (exact-match reward).
+
+    Every method gets the same budget of model answers: ``steps * prompts_per_step * group_size``
+    samples (online: drawn from the policy as it learns; offline: two answers of the *starting* model
+    per prompt, pairs with one right and one wrong answer kept, labelled by exact match) and the same
+    number of optimiser steps on as many answers per step (offline: half as many pairs). ``lr`` overrides :data:`METHOD_SETTINGS`. Returns a dict: ``method``,
+    ``seed``, ``em_before`` / ``em_after`` (greedy exact match on held-out problems), ``kl`` (KL of the
+    trained model from the starting one, nats per answer, on its own samples of the held-out prompts),
+    ``seconds`` (training wall time), and with ``curve`` the per-step ``reward`` and the evaluations.
+    """
+    from rl2llm import corpora, zoo
+
+    if method not in ONLINE + OFFLINE:
+        raise ValueError(f"method must be one of {ONLINE + OFFLINE}, got {check.describe(method)}")
+    if scale not in ARITHMETIC:
+        raise ValueError(f"scale must be one of {tuple(ARITHMETIC)}, got {check.describe(scale)}")
+    seed = check.as_int("seed", seed, 0, 2**31 - 1)
+    s = ARITHMETIC[scale]
+    settings = dict(METHOD_SETTINGS[method])
+    if lr is not None:
+        settings["lr"] = check.as_real("lr", lr, 0.0, low_open=True)
+    m = zoo.load("arithmetic", "half-trained", progress=False)
+    items = corpora.arithmetic_problems(s["n_train"], 123, **m.spec.options)
+    held_out = zoo.eval_items("arithmetic", s["n_eval"])
+    samples = s["steps"] * s["prompts_per_step"] * s["group_size"]
+    out = {"method": method, "seed": seed, "scale": scale, "lr": settings["lr"], "samples": samples}
+    with torch_threads(threads), flush_denormals():
+        out["em_before"] = zoo.exact_match(m.model, m.tokenizer, held_out)
+        em = lambda model, tok: zoo.exact_match(model, tok, held_out)
+        if method in ("grpo", "dr_grpo", "rloo"):
+            config = GRPOConfig(steps=s["steps"], group_size=s["group_size"], prompts_per_step=s["prompts_per_step"],
+                                lr=settings["lr"], advantage=method,
+                                aggregation="constant" if method == "dr_grpo" else "sequence",
+                                eval_every=5 if curve else 0, threads=None)
+            h = train_grpo(m, lambda item, c: float(item.check(c)), items, config, seed,
+                           eval_fn=em if curve else None)
+            policy, out["seconds"], out["reward"] = h.model, h.seconds, h.reward
+            out["eval_steps"], out["eval"] = h.eval_steps, h.eval
+        elif method == "ppo":
+            from rl2llm.rlhf import RLHFConfig, gold_rewards, train_rlhf
+            config = RLHFConfig(steps=s["steps"], batch_size=s["prompts_per_step"] * s["group_size"],
+                                max_new_tokens=m.spec.max_new_tokens, lr=settings["lr"], eval_every=s["steps"],
+                                ppo_epochs=settings.get("ppo_epochs", 4), threads=threads or 1)
+            h = train_rlhf(m, gold_rewards, items, config, seed)
+            policy = copy.deepcopy(m.model)
+            policy.load_state_dict(h.policy_state)
+            policy.eval()
+            out["seconds"], out["reward"] = h.seconds, h.proxy
+        else:
+            from rl2llm import offline
+            from rl2llm.preferences import preference_pairs
+            rng = np.random.default_rng(seed)
+            chosen = [items[i] for i in rng.choice(len(items), samples // 2, replace=len(items) < samples // 2)]
+            prefs = preference_pairs(m, chosen, seed=seed)
+            out["pairs"] = len(prefs)
+            lr_ = settings.pop("lr")
+            policy, h = offline.train_offline(m, prefs, method, steps=s["steps"], lr=lr_, seed=seed,
+                                              settings=settings,
+                                              batch_size=s["prompts_per_step"] * s["group_size"] // 2)
+            out["seconds"], out["reward"] = h.seconds, h.loss
+        out["em_after"] = zoo.exact_match(policy, m.tokenizer, held_out)
+        out["kl"] = _sampled_kl(policy, m.model, m.tokenizer, [t.prompt for t in held_out],
+                                m.spec.max_new_tokens, seed)
+    if not curve:
+        out.pop("reward", None)
+        out.pop("eval_steps", None)
+        out.pop("eval", None)
+    return out
+
+
+#: GRPO on the code model with the sandboxed unit-test reward (Lecture 16): a small budget.
+CODE = {"small": {"steps": 5, "group_size": 4, "prompts_per_step": 4, "max_new_tokens": 64, "n_eval": 16,
+                  "lr": 3e-5},
+        "large": {"steps": 100, "group_size": 8, "prompts_per_step": 8, "max_new_tokens": 96, "n_eval": 100,
+                  "lr": 3e-5}}
+
+
+def code_run(seed: int = 0, *, scale: str = "small", threads: int | None = 1, timeout: float = 2.0) -> dict:
+    """GRPO on the zoo's code model, rewarded by the fraction of unit tests passed in :func:`rl2llm.sandbox.run`.
+
+    Returns ``seed``, the per-step ``reward`` and ``length`` (tokens), ``tests_before`` / ``tests_after``
+    (the share of held-out tasks' unit tests passed by greedy completions, in the sandbox), ``seconds``
+    (training) and ``sandbox_seconds`` (the part of it spent running tests).
+    """
+    from rl2llm import corpora, sandbox, zoo
+
+    if scale not in CODE:
+        raise ValueError(f"scale must be one of {tuple(CODE)}, got {check.describe(scale)}")
+    seed = check.as_int("seed", seed, 0, 2**31 - 1)
+    s = CODE[scale]
+    m = zoo.load("code", progress=False)
+    items = corpora.code_tasks(400, 77, **m.spec.options)
+    held_out = zoo.eval_items("code", s["n_eval"])
+    spent: list[float] = []
+
+    def reward(item, completion):
+        start = time.perf_counter()
+        try:
+            return sandbox.reward(item, completion, timeout=timeout)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    def tests_passed(model):
+        completions = zoo.generate(model, m.tokenizer, [t.prompt for t in held_out], s["max_new_tokens"])
+        results = [sandbox.run(t, t.prompt + c, timeout=timeout) for t, c in zip(held_out, completions)]
+        return sum(p for p, _ in results) / sum(n for _, n in results)
+
+    with torch_threads(threads), flush_denormals():
+        before = tests_passed(m.model)
+        config = GRPOConfig(steps=s["steps"], group_size=s["group_size"], prompts_per_step=s["prompts_per_step"],
+                            lr=s["lr"], max_new_tokens=s["max_new_tokens"], eval_every=0, threads=None)
+        h = train_grpo(m, reward, items, config, seed)
+        after = tests_passed(h.model)
+    return {"seed": seed, "scale": scale, "reward": h.reward, "length": h.length, "tests_before": before,
+            "tests_after": after, "seconds": h.seconds, "sandbox_seconds": float(sum(spent)),
+            "sandbox_calls": len(spent)}
+
+
+def _job(job: dict) -> dict:
+    job = dict(job)
+    kind = job.pop("kind")
+    return {"job": {"kind": kind, **job}, **(code_run(**job) if kind == "code" else arithmetic_run(**job))}
+
+
+def run_jobs(jobs: Sequence[dict], *, workers: int = 2, cache: bool = True) -> list[dict]:
+    """Run :func:`arithmetic_run` / :func:`code_run` jobs in ``workers`` processes; cache the results.
+
+    Each job is a dict: ``{"kind": "arithmetic", "method": ..., "seed": ..., ...}`` (the keyword
+    arguments of :func:`arithmetic_run`) or ``{"kind": "code", "seed": ..., ...}``. The results, in the
+    order of ``jobs``, are saved as JSON in ``artifact_dir("lecture16-runs", key)``, the key hashing the
+    code that produces them and the jobs, so a second call (another build, another chapter) loads them.
+    """
+    import json
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rl2llm.provenance import artifact_dir, artifact_key
+
+    jobs = [dict(j) for j in jobs]
+    for i, j in enumerate(jobs):
+        if j.get("kind") not in ("arithmetic", "code"):
+            raise ValueError(f"jobs[{i}] must be a dict with kind 'arithmetic' or 'code', got {check.describe(j)}")
+    workers = check.as_int("workers", workers, 1)
+    cache = check.as_bool("cache", cache)
+    path = None
+    if cache:
+        import rl2llm.offline
+        import rl2llm.rlhf
+        import rl2llm.sandbox
+        key = artifact_key(sys.modules[__name__], rl2llm.offline, rl2llm.rlhf, rl2llm.sandbox, config={"jobs": jobs})
+        path = artifact_dir("lecture16-runs", key) / "runs.json"
+        if path.exists():
+            return json.loads(path.read_text())
+    if workers == 1:
+        results = [_job(j) for j in jobs]
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_job, jobs))
+    if path is not None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results))
+        tmp.replace(path)
+    return results
