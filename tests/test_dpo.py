@@ -251,6 +251,7 @@ def test_a_custom_loss_plugs_into_the_loop(stories):
 def test_win_rate_and_kl_of_the_reference_against_itself(stories):
     items = zoo.eval_items("stories", 6)
     verdict = dpo.win_rate(stories.model, stories.model, stories.tokenizer, items, max_new_tokens=20)
+    assert verdict.kl == 0.0
     assert verdict.win_rate == 0.5 and np.array_equal(verdict.gold_policy, verdict.gold_reference)
     again = dpo.win_rate(stories.model, stories.model, stories.tokenizer, items, max_new_tokens=20,
                          reference_texts=verdict.reference_texts)
@@ -303,3 +304,41 @@ def test_bad_training_arguments_are_refused(stories):
         dpo.win_rate(stories.model, stories.model, stories.tokenizer, "a story")
     with pytest.raises(TypeError, match="policy"):
         dpo.sampled_kl("policy", stories.model, stories.tokenizer, ["Once"])
+
+
+# --------------------------------------------------------------------------- the exercise's checker
+
+
+def _right(pc, pr, rc, rr, beta):
+    return np.logaddexp(0.0, -beta * ((pc - rc) - (pr - rr)))
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda pc, pr, rc, rr, b: np.logaddexp(0.0, -b * (pc - pr)), "reference"),
+    (lambda pc, pr, rc, rr, b: np.logaddexp(0.0, b * ((pc - rc) - (pr - rr))), "swapped"),
+    (lambda pc, pr, rc, rr, b: b * np.logaddexp(0.0, -((pc - rc) - (pr - rr))), "inside the sigmoid"),
+    (lambda pc, pr, rc, rr, b: np.logaddexp(0.0, -b * ((rc - pc) - (rr - pr))), "wrong way round"),
+    (lambda pc, pr, rc, rr, b: _right(pc, pr, rc, rr, b).mean(), "one loss per pair"),
+    (lambda pc, pr, rc, rr, b: -np.log(1 / (1 + np.exp(-b * ((pc - rc) - (pr - rr))))), "stably"),
+    (lambda pc, pr, rc, rr, b: 1 / (1 + np.exp(np.clip(b * ((pc - rc) - (pr - rr)), -50, 50))) * 0 - 1, ""),
+])
+def test_the_dpo_checker_recognises_the_classic_mistakes(wrong, hint):
+    from rl2llm.exercises import check_dpo_losses
+
+    with np.errstate(all="ignore"):
+        result = check_dpo_losses(wrong)
+    assert not result.passed
+    if hint:
+        assert any(hint in case.hint for case in result.failures), result.report()
+
+
+def test_the_dpo_checker_passes_the_solution_and_reports_bugs():
+    from rl2llm.exercises import check_dpo_losses
+
+    assert check_dpo_losses(_right).passed
+    assert "forget the return" in check_dpo_losses(lambda *a: None).failures[0].message
+    assert "raised ZeroDivisionError" in check_dpo_losses(lambda *a: 1 / 0).failures[0].message
+    with pytest.raises(TypeError, match="5 arguments"):
+        check_dpo_losses(lambda a, b: a)
+    with pytest.raises(TypeError, match="fn"):
+        check_dpo_losses("dpo")

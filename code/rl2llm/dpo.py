@@ -486,25 +486,28 @@ def _check_items(items) -> list:
 @dataclass
 class WinRate:
     """:func:`win_rate`'s verdict: ``win_rate`` (ties count half), the gold rewards of the
-    policy's and the reference's samples (``gold_policy``, ``gold_reference``: per sample), and the
-    samples' texts (``policy_texts``, ``reference_texts``)."""
+    policy's and the reference's samples (``gold_policy``, ``gold_reference``: per sample), the
+    samples' texts (``policy_texts``, ``reference_texts``), and ``kl``: ``KL(policy || reference)``
+    estimated from the same policy samples (see :func:`sampled_kl`)."""
 
     win_rate: float
     gold_policy: np.ndarray
     gold_reference: np.ndarray
     policy_texts: list
     reference_texts: list
+    kl: float
 
 
 def win_rate(policy, reference, tokenizer, items, *, n_samples: int = 1, max_new_tokens: int = 120,
-             temperature: float = 1.0, seed: int = 0, weights: dict | None = None,
-             reference_texts: list | None = None) -> WinRate:
-    """How often the gold judge prefers the policy's answer to the reference model's.
+             seed: int = 0, weights: dict | None = None, reference_texts: list | None = None) -> WinRate:
+    """How often the gold judge prefers the policy's answer to the reference model's, and at what KL.
 
-    For each item, ``n_samples`` answers are sampled from each model (same seed)
-    and compared pairwise by :func:`~rl2llm.preferences.gold_reward` (with
-    ``weights``); a tie counts half. ``reference_texts`` (from an earlier call's
-    result) skips sampling the reference again.
+    For each item, ``n_samples`` answers are sampled from each model
+    (temperature 1, same seed) and compared pairwise by
+    :func:`~rl2llm.preferences.gold_reward` (with ``weights``); a tie counts
+    half. ``reference_texts`` (from an earlier call's result) skips sampling
+    the reference again. The policy's samples also give the KL estimate of
+    :func:`sampled_kl`, at no extra sampling.
     """
     if not isinstance(policy, torch.nn.Module) or not isinstance(reference, torch.nn.Module):
         raise TypeError(f"policy and reference must be language models, got {check.describe(policy)} and "
@@ -512,25 +515,33 @@ def win_rate(policy, reference, tokenizer, items, *, n_samples: int = 1, max_new
     items = _check_items(items)
     n_samples = check.as_int("n_samples", n_samples, 1)
     max_new_tokens = check.as_int("max_new_tokens", max_new_tokens, 1)
-    temperature = check.as_real("temperature", temperature, 0.0)
     seed = check.as_int("seed", seed, 0)
     weights = dict(weights or {})
     prompts = [item.prompt for item in items for _ in range(n_samples)]
     owners = [item for item in items for _ in range(n_samples)]
-    from .zoo import generate
-
-    texts = generate(policy, tokenizer, prompts, max_new_tokens, temperature=temperature, seed=seed)
+    texts, kl_terms = _samples_and_kl(policy, reference, tokenizer, prompts, max_new_tokens, seed)
     if reference_texts is None:
-        reference_texts = generate(reference, tokenizer, prompts, max_new_tokens, temperature=temperature, seed=seed)
+        reference_texts, _ = sample(reference, tokenizer, prompts, max_new_tokens, seed=seed)
     elif len(reference_texts) != len(prompts):
         raise ValueError(f"reference_texts must hold {len(prompts)} answers, got {len(reference_texts)}")
     g_pol = np.array([gold_reward(item, t, **weights) for item, t in zip(owners, texts)])
     g_ref = np.array([gold_reward(item, t, **weights) for item, t in zip(owners, reference_texts)])
     wins = np.where(g_pol > g_ref, 1.0, np.where(g_pol == g_ref, 0.5, 0.0))
-    return WinRate(float(wins.mean()), g_pol, g_ref, texts, list(reference_texts))
+    return WinRate(float(wins.mean()), g_pol, g_ref, texts, list(reference_texts), float(kl_terms.mean()))
 
 
 @torch.no_grad()
+def _samples_and_kl(policy, reference, tokenizer, prompts, max_new_tokens, seed):
+    texts, batch = sample(policy, tokenizer, prompts, max_new_tokens, seed=seed)
+    was = (policy.training, reference.training)
+    policy.eval(), reference.eval()
+    try:
+        terms = (sequence_log_probs(policy, batch) - sequence_log_probs(reference, batch)).numpy()
+    finally:
+        policy.train(was[0]), reference.train(was[1])
+    return texts, terms
+
+
 def sampled_kl(policy, reference, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 120,
                seed: int = 0, return_samples: bool = False):
     """``KL(policy || reference)`` per answer, estimated from the policy's own samples:
@@ -544,11 +555,8 @@ def sampled_kl(policy, reference, tokenizer, prompts: Sequence[str], *, max_new_
                         f"{check.describe(reference)}")
     max_new_tokens = check.as_int("max_new_tokens", max_new_tokens, 1)
     seed = check.as_int("seed", seed, 0)
-    texts, batch = sample(policy, tokenizer, prompts, max_new_tokens, seed=seed)
-    was = (policy.training, reference.training)
-    policy.eval(), reference.eval()
-    terms = (sequence_log_probs(policy, batch) - sequence_log_probs(reference, batch)).numpy()
-    policy.train(was[0]), reference.train(was[1])
+    return_samples = check.as_bool("return_samples", return_samples)
+    texts, terms = _samples_and_kl(policy, reference, tokenizer, prompts, max_new_tokens, seed)
     kl = float(terms.mean())
     return (kl, texts, terms) if return_samples else kl
 
@@ -573,3 +581,124 @@ def training_memory(policy, *, reference_copy: bool) -> dict:
            "reference": frozen_base if reference_copy else 0}
     out["total"] = sum(out.values())
     return out
+
+
+# --------------------------------------------------------------------------- the chapter's experiment
+
+
+#: Lecture 15's default experiment (:func:`dpo_run`); ``RL2LLM_SCALE=large`` multiplies prompts and steps.
+DPO_RUN_DEFAULTS = dict(data="on-policy", beta=1.0, lr=2e-4, steps=40, batch_size=8, seed=0, lora_rank=None,
+                        n_prompts=256, n_test=48, max_new_tokens=80, eval_every=20, off_policy_temperature=1.5,
+                        weights=None)
+
+_PREFS_CACHE: dict = {}
+
+
+def dpo_prefs(zoo_model, data: str = "on-policy", *, n_prompts: int = 256, max_new_tokens: int = 80,
+              off_policy_temperature: float = 1.5, weights: dict | None = None) -> list[Preference]:
+    """Lecture 15's preference data on the stories model, judged by the gold reward with no noise.
+
+    ``"on-policy"``: two samples of the reference model itself (temperature 1)
+    per training prompt (stories drawn with seed 7, apart from the held-out
+    ones); ``"off-policy"``: the same prompts, answered by the same model
+    sampled at ``off_policy_temperature``, a different distribution from the
+    policy's. Cached per process.
+    """
+    from .preferences import preference_pairs
+    from .corpora import stories
+
+    if data not in ("on-policy", "off-policy"):
+        raise ValueError(f"data must be 'on-policy' or 'off-policy', got {data!r}")
+    n_prompts = check.as_int("n_prompts", n_prompts, 1)
+    off_policy_temperature = check.as_real("off_policy_temperature", off_policy_temperature, 0.0, low_open=True)
+    key = (id(zoo_model), data, n_prompts, max_new_tokens, off_policy_temperature, repr(sorted((weights or {}).items())))
+    if key not in _PREFS_CACHE:
+        temperature = 1.0 if data == "on-policy" else off_policy_temperature
+        _PREFS_CACHE[key] = preference_pairs(zoo_model, stories(n_prompts, 7), temperature=temperature,
+                                             max_new_tokens=max_new_tokens, seed=0, weights=weights)
+    return _PREFS_CACHE[key]
+
+
+def dpo_run(config: dict | None = None, **overrides) -> dict:
+    """One run of Lecture 15's experiment: DPO on the stories model, measured as it trains.
+
+    ``config`` (and ``overrides``) change :data:`DPO_RUN_DEFAULTS`: the data
+    (:func:`dpo_prefs`), ``beta``, ``lr``, ``steps``, ``batch_size``, ``seed``,
+    ``lora_rank``, ``n_test`` held-out prompts, ``eval_every`` (``None``: at
+    the start and the end only). At each evaluation the policy's samples on the
+    test prompts are judged against the reference's (the step-0 evaluation is
+    the reference itself): ``evals`` holds the ``step``, the gold
+    ``win_rate``, the mean ``gold`` reward, the sampled ``kl``, the samples'
+    mean number of ``sentences``, the share ``over_target`` (more sentences
+    than the judge's target) and the mean ``tokens``, the mean log-probability
+    of the chosen and rejected answers of 64 fixed training pairs
+    (``chosen_logp``, ``rejected_logp``) and three ``samples``. Also returned:
+    the training history's lists, ``trainable``, ``memory``
+    (:func:`training_memory`), ``seconds`` (training steps only), ``n_pairs``,
+    ``reference`` and ``final`` (the first and last evaluations), and the
+    data's mean sentences of chosen and rejected answers and the share of pairs
+    whose chosen answer is the longer (``chosen_longer``). Runs in one PyTorch
+    thread; a top-level function, so a process pool can run several at once.
+    """
+    from .corpora import story_attributes
+    from .dqn import torch_threads
+    from .zoo import eval_items, load
+
+    cfg = dict(DPO_RUN_DEFAULTS)
+    for name, value in {**(config or {}), **overrides}.items():
+        if name not in cfg:
+            raise ValueError(f"config: unknown setting {name!r} (known: {sorted(cfg)})")
+        cfg[name] = value
+    with torch_threads(1):
+        zm = load("stories", progress=False)
+        prefs = dpo_prefs(zm, cfg["data"], n_prompts=cfg["n_prompts"], max_new_tokens=cfg["max_new_tokens"],
+                          off_policy_temperature=cfg["off_policy_temperature"], weights=cfg["weights"])
+        test = eval_items("stories", cfg["n_test"])
+        prompts = [s.prompt for s in test]
+        weights = cfg["weights"] or {}
+        ref_texts: dict = {}
+
+        target = (weights or {}).get("target_sentences", 6)
+        probe = preference_batch(zm.tokenizer, prefs[:64])   # a fixed set of training pairs
+
+        def counts(texts):
+            return np.array([story_attributes(p + t)["n_sentences"] for p, t in zip(prompts, texts)])
+
+        def sentences(texts):
+            return float(counts(texts).mean())
+
+        def measures(policy, texts):
+            with torch.no_grad():
+                pair = pair_log_probs(policy, probe)
+            n = counts(texts)
+            tokens = float(np.mean([len(zm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]))
+            return {"sentences": float(n.mean()), "over_target": float(np.mean(n > target)), "tokens": tokens,
+                    "chosen_logp": float(pair.chosen.mean()), "rejected_logp": float(pair.rejected.mean()),
+                    "samples": texts[:3]}
+
+        def callback(step, policy):
+            if step == 0:   # the policy is the reference: sample it once, as the reference
+                texts, _ = sample(zm.model, zm.tokenizer, prompts, cfg["max_new_tokens"], seed=1000 + cfg["seed"])
+                gold = np.array([gold_reward(s, t, **weights) for s, t in zip(test, texts)])
+                ref_texts.update(texts=texts, gold=float(gold.mean()))
+                return {"step": 0, "win_rate": 0.5, "gold": float(gold.mean()), "kl": 0.0,
+                        **measures(policy, texts)}
+            verdict = win_rate(policy, zm.model, zm.tokenizer, test, max_new_tokens=cfg["max_new_tokens"],
+                               seed=1000 + cfg["seed"], weights=weights, reference_texts=ref_texts["texts"])
+            return {"step": step, "win_rate": verdict.win_rate, "gold": float(verdict.gold_policy.mean()),
+                    "kl": verdict.kl, **measures(policy, verdict.policy_texts)}
+
+        policy, history = train_dpo(zm, prefs, beta=cfg["beta"], steps=cfg["steps"], lr=cfg["lr"],
+                                    batch_size=cfg["batch_size"], seed=cfg["seed"], lora_rank=cfg["lora_rank"],
+                                    callback=callback, eval_every=cfg["eval_every"])
+    evals = [e for _, e in history.evals]
+    return {"config": cfg, "evals": evals, "loss": history.loss, "chosen_logps": history.chosen_logps,
+            "rejected_logps": history.rejected_logps, "accuracy": history.accuracy, "margin": history.margin,
+            "trainable": history.trainable, "seconds": history.seconds, "n_pairs": len(prefs),
+            "memory": training_memory(policy, reference_copy=cfg["lora_rank"] is None),
+            "gold_reference": ref_texts["gold"], "reference": evals[0], "final": evals[-1],
+            "chosen_sentences": float(np.mean([story_attributes(p.prompt + p.chosen)["n_sentences"] for p in prefs])),
+            "rejected_sentences": float(np.mean([story_attributes(p.prompt + p.rejected)["n_sentences"]
+                                                 for p in prefs])),
+            "chosen_longer": float(np.mean([story_attributes(p.prompt + p.chosen)["n_sentences"]
+                                            > story_attributes(p.prompt + p.rejected)["n_sentences"] for p in prefs]))}

@@ -18,7 +18,8 @@ and by Lecture 8 (model-based RL): the cross-entropy method's refit, checked by 
 and by Lecture 7 (off-policy learning): SAC's log-probability of a tanh-squashed Gaussian action,
 checked by :func:`check_squashed_log_prob`; and by Lecture 10 (transformers): the parameter
 count of a GPT from its configuration, checked by :func:`check_parameter_count`; and by Lecture 12
-(language modelling): nucleus (top-p) filtering of next-token logits, checked by :func:`check_top_p_filter`.
+(language modelling): nucleus (top-p) filtering of next-token logits, checked by :func:`check_top_p_filter`; and by Lecture 15 (direct preference optimisation): the DPO loss per pair, checked by
+:func:`check_dpo_losses`.
 
 Each checker runs your function on several small worlds (terminal states,
 a discount close to 1, a discount of 0 or of 1, several actions), compares
@@ -2127,5 +2128,124 @@ def check_top_p_filter(fn: Callable) -> CheckResult:
             hint = "you returned probabilities: return logits (the kept ones unchanged, the others -inf)"
         if not hint and (array == 0).any() and not (array == -np.inf).any():
             hint = "dropped tokens must be -inf, not 0: a logit of 0 still has probability after the softmax"
+        results.append(CaseResult(case.name, False, message, hint))
+    return CheckResult(checker, tuple(results))
+
+
+# --------------------------------------------------------------------------- Lecture 15: the DPO loss
+#
+# ``dpo_losses(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) -> losses``: one DPO
+# loss per pair, -log sigmoid(beta * [(pc - rc) - (pr - rr)]), from NumPy arrays of sequence
+# log-probabilities; checked by :func:`check_dpo_losses` against :func:`rl2llm.dpo.dpo_loss`.
+
+_DPO_CALL = "dpo_losses(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)"
+
+
+@dataclass(frozen=True)
+class _DPOCase:
+    name: str
+    logps: tuple  # (policy_chosen, policy_rejected, ref_chosen, ref_rejected), each (n,)
+    beta: float
+
+
+def _dpo_cases() -> list[_DPOCase]:
+    rng = np.random.default_rng(15)
+
+    def batch(n, spread):
+        ref_c, ref_r = -rng.uniform(10, 60, n), -rng.uniform(10, 60, n)
+        return (ref_c + rng.normal(0, spread, n), ref_r + rng.normal(0, spread, n), ref_c, ref_r)
+
+    same = batch(5, 0.0)
+    far = batch(4, 1.0)
+    far = (far[0] + np.array([1000.0, -1000.0, 250.0, -800.0]), far[1], far[2], far[3])
+    return [
+        _DPOCase("one pair, beta = 0.1", batch(1, 3.0), 0.1),
+        _DPOCase("eight pairs, beta = 0.1", batch(8, 3.0), 0.1),
+        _DPOCase("the policy equal to the reference (every loss is log 2)", same, 0.5),
+        _DPOCase("six pairs, beta = 1", batch(6, 5.0), 1.0),
+        _DPOCase("six pairs, beta = 2.5", batch(6, 2.0), 2.5),
+        _DPOCase("margins of hundreds of nats (a naive log(sigmoid) overflows)", far, 1.0),
+    ]
+
+
+def _dpo_reference(logps, beta: float, variant: str = "right") -> np.ndarray:
+    import torch
+
+    from .dpo import dpo_loss
+
+    pc, pr, rc, rr = (np.asarray(a, dtype=float) for a in logps)
+    if variant == "no reference":
+        rc, rr = np.zeros_like(rc), np.zeros_like(rr)
+    elif variant == "swapped":
+        pc, pr, rc, rr = pr, pc, rr, rc
+    if variant == "beta outside":
+        z = (pc - rc) - (pr - rr)
+        return beta * np.logaddexp(0.0, -z)
+    t = [torch.tensor(a, dtype=torch.float64) for a in (pc, pr, rc, rr)]
+    return dpo_loss(*t, beta).per_pair.numpy()
+
+
+_DPO_MISTAKES = {
+    "no reference": "you left out the reference model: each side's term is log pi - log pi_ref, not log pi alone",
+    "swapped": "chosen and rejected are swapped (or each log-ratio taken the wrong way round, which is the same): "
+               "the loss must fall when the chosen answer gains on the reference",
+    "beta outside": "beta belongs inside the sigmoid, -log sigmoid(beta * margin), not outside it",
+}
+
+
+def check_dpo_losses(fn: Callable) -> CheckResult:
+    """Check ``fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) -> losses``, one DPO loss per pair.
+
+    The inputs are NumPy arrays of sequence log-probabilities of shape ``(n,)``; the answer must be
+    ``-log sigmoid(beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)))`` for
+    every pair, within ``1e-6``, on six cases: one pair, several, the policy equal to the reference,
+    three values of ``beta``, and margins of hundreds of nats (computed stably, with no overflow to
+    ``inf`` or ``nan``). The reference is :func:`rl2llm.dpo.dpo_loss`. Used by Lecture 15.
+    """
+    checker = "check_dpo_losses"
+    _check_callable(fn, checker, 5, _DPO_CALL)
+    results = []
+    for case in _dpo_cases():
+        n = len(case.logps[0])
+        want = _dpo_reference(case.logps, case.beta)
+        answer, error = _call(fn, (*[a.copy() for a in case.logps], case.beta))
+        if error:
+            results.append(CaseResult(case.name, False, error))
+            continue
+        if answer is None:
+            results.append(CaseResult(case.name, False, "returned None instead of the losses; did you forget the "
+                                                          "return statement?"))
+            continue
+        try:
+            mine = np.asarray(answer, dtype=float)
+        except (TypeError, ValueError):
+            results.append(CaseResult(case.name, False, f"returned {describe(answer)}; expected an array of "
+                                                          f"shape ({n},), one loss per pair"))
+            continue
+        if mine.shape != (n,):
+            hint = ""
+            if mine.size == 1 and n > 1 and np.isclose(float(mine.ravel()[0]), want.mean()):
+                hint = "you returned the mean over the pairs: return one loss per pair (the caller averages)"
+            results.append(CaseResult(case.name, False, f"returned shape {mine.shape}; expected ({n},), one loss "
+                                                          "per pair", hint))
+            continue
+        bad = ~np.isfinite(mine)
+        if bad.any():
+            i = int(np.argmax(bad))
+            results.append(CaseResult(case.name, False, f"the loss of pair {i} is {mine[i]}", "compute "
+                                      "-log sigmoid(z) stably: np.logaddexp(0, -z), not np.log(1 / (1 + np.exp(-z)))"))
+            continue
+        if _close(mine, want).all():
+            results.append(CaseResult(case.name, True))
+            continue
+        i = int(np.argmax(np.abs(mine - want)))
+        message = f"the loss of pair {i} is {mine[i]:.6g}, expected {want[i]:.6g}"
+        hint = next((text for variant, text in _DPO_MISTAKES.items()
+                     if np.allclose(mine, _dpo_reference(case.logps, case.beta, variant), atol=1e-9)
+                     and not np.allclose(want, _dpo_reference(case.logps, case.beta, variant))), "")
+        if not hint and np.allclose(mine, -want, atol=1e-9):
+            hint = "the sign is flipped: the loss is -log sigmoid(...), which is >= 0"
+        if not hint and np.allclose(mine, np.exp(-want), atol=1e-9):
+            hint = "you returned sigmoid(beta * margin), the probability of the label: take -log of it"
         results.append(CaseResult(case.name, False, message, hint))
     return CheckResult(checker, tuple(results))
