@@ -289,3 +289,59 @@ def test_trl_and_our_training_reach_accuracies_within_seed_noise(tmp_path):
     spread = max(np.ptp(ours), np.ptp(theirs), 0.05)
     assert abs(np.mean(ours) - np.mean(theirs)) <= 2 * spread, (ours, theirs)
     assert min(ours + theirs) > 0.6, (ours, theirs)
+
+
+# --------------------------------------------------------------------------- the exercise checker
+
+
+def _pl_solution(scores, ranking):
+    ordered = scores.gather(1, ranking)
+    rest = torch.logcumsumexp(ordered.flip(1), dim=1).flip(1)
+    return -(ordered - rest)[:, :-1].sum(1).mean()
+
+
+def test_plackett_luce_checker_passes_the_reference_and_a_solution():
+    from rl2llm.exercises import check_plackett_luce
+
+    assert check_plackett_luce(R.plackett_luce_loss).passed
+    assert check_plackett_luce(_pl_solution).passed
+    assert check_plackett_luce(lambda s, r: float(_pl_solution(s, r))).passed
+
+
+@pytest.mark.parametrize("wrong, fragment", [
+    (lambda s, r: _pl_solution(s, r.flip(1)), "worst to best"),
+    (lambda s, r: _pl_solution(s, torch.arange(s.shape[1]).expand_as(r).contiguous()), "given order"),
+    (lambda s, r: -(s.gather(1, r) - torch.logsumexp(s, 1, keepdim=True))[:, :-1].sum(1).mean(),
+     "still in play"),
+    (lambda s, r: -(s.gather(1, r[:, :1]).squeeze(1) - torch.logsumexp(s, 1)).mean(), "only the first choice"),
+    (lambda s, r: _pl_solution(s, r) * s.shape[0], "summed over the rows"),
+    (lambda s, r: -_pl_solution(s, r), "log-likelihood"),
+])
+def test_plackett_luce_classic_mistakes_get_their_hint(wrong, fragment):
+    from rl2llm.exercises import check_plackett_luce
+
+    result = check_plackett_luce(wrong)
+    assert not result.passed
+    assert any(fragment in f.hint for f in result.failures), result.report()
+
+
+def test_plackett_luce_checker_reports_overflow_none_shapes_and_exceptions():
+    from rl2llm.exercises import check_plackett_luce
+
+    def naive(s, r):
+        ordered = s.gather(1, r)
+        e = torch.exp(ordered)
+        rest = e.flip(1).cumsum(1).flip(1)
+        return -torch.log(e / rest)[:, :-1].sum(1).mean()
+
+    report = check_plackett_luce(naive)
+    assert not report.passed and "logsumexp" in report.report()
+    assert "return statement" in check_plackett_luce(lambda s, r: None).report()
+    assert "one loss per row" in check_plackett_luce(
+        lambda s, r: -(s.gather(1, r) - torch.logcumsumexp(s.gather(1, r).flip(1), 1).flip(1))[:, :-1].sum(1)
+    ).report()
+    assert "raised ZeroDivisionError" in check_plackett_luce(lambda s, r: 1 / 0).report()
+    with pytest.raises(TypeError, match="fn must take 2 arguments"):
+        check_plackett_luce(lambda s: s)
+    with pytest.raises(TypeError, match="fn must be your function"):
+        check_plackett_luce(3)

@@ -19,7 +19,9 @@ and by Lecture 7 (off-policy learning): SAC's log-probability of a tanh-squashed
 checked by :func:`check_squashed_log_prob`; and by Lecture 10 (transformers): the parameter
 count of a GPT from its configuration, checked by :func:`check_parameter_count`; and by Lecture 12
 (language modelling): nucleus (top-p) filtering of next-token logits, checked by :func:`check_top_p_filter`; and by Lecture 15 (direct preference optimisation): the DPO loss per pair, checked by
-:func:`check_dpo_losses`.
+:func:`check_dpo_losses`; and by Lecture 14 (PPO for language models): the per-token rewards of RLHF,
+checked by :func:`check_shaped_rewards`; and by Lecture 13 (reward modelling): the Plackett–Luce loss of rankings,
+checked by :func:`check_plackett_luce`.
 
 Each checker runs your function on several small worlds (terminal states,
 a discount close to 1, a discount of 0 or of 1, several actions), compares
@@ -2248,4 +2250,258 @@ def check_dpo_losses(fn: Callable) -> CheckResult:
         if not hint and np.allclose(mine, np.exp(-want), atol=1e-9):
             hint = "you returned sigmoid(beta * margin), the probability of the label: take -log of it"
         results.append(CaseResult(case.name, False, message, hint))
+    return CheckResult(checker, tuple(results))
+
+
+# =========================================================================== Lecture 14: shaped rewards
+#
+# Lecture 14 (PPO for language models) asks for ``shaped_rewards(sequence_reward, logp_policy, logp_ref,
+# mask, beta) -> (B, T)``: -beta * k1 on every completion token, the sequence reward added on each row's
+# last completion token, 0 off the mask; checked by :func:`check_shaped_rewards` against
+# :func:`rl2llm.rlhf.shaped_rewards`.
+
+
+@dataclass(frozen=True)
+class _ShapedCase:
+    name: str
+    reward: np.ndarray
+    logp: np.ndarray
+    ref: np.ndarray
+    mask: np.ndarray
+    beta: float
+
+
+def _shaped_cases() -> list[_ShapedCase]:
+    rng = np.random.default_rng(14)
+    cases = []
+    for name, spans, T, beta in (
+            ("three answers after prompts of different lengths, beta = 0.1", [(2, 4), (3, 5), (1, 2)], 9, 0.1),
+            ("answers of one token, beta = 0.5", [(3, 1), (5, 1)], 7, 0.5),
+            ("beta = 0: the sequence reward alone", [(1, 3), (2, 5)], 8, 0.0),
+            ("a long answer and a short one, beta = 2", [(2, 10), (2, 3)], 14, 2.0)):
+        mask = np.zeros((len(spans), T))
+        for i, (start, length) in enumerate(spans):
+            mask[i, start:start + length] = 1
+        logp = -rng.uniform(0.05, 3.0, mask.shape) * mask
+        ref = -rng.uniform(0.05, 3.0, mask.shape) * mask
+        cases.append(_ShapedCase(name, rng.normal(0, 1.5, len(spans)), logp, ref, mask, beta))
+    return cases
+
+
+def _shaped_reference(c: _ShapedCase, variant: str = "") -> np.ndarray:
+    log_ratio = c.ref - c.logp
+    kl = np.expm1(log_ratio) - log_ratio if variant == "k3" else -log_ratio
+    if variant == "sign":
+        kl = -kl
+    beta = 1.0 if variant == "no beta" else c.beta
+    out = -beta * kl * (1.0 if variant == "unmasked" else c.mask)
+    cols = np.arange(c.mask.shape[1])
+    for i, row in enumerate(c.mask.astype(bool)):
+        if variant == "every token":
+            out[i, row] += c.reward[i]
+        elif variant == "first":
+            out[i, cols[row][0]] += c.reward[i]
+        elif variant == "last column":
+            out[i, -1] += c.reward[i]
+        elif variant == "no reward":
+            pass
+        else:
+            out[i, cols[row][-1]] += c.reward[i]
+    return out
+
+
+_SHAPED_MISTAKES = {
+    "first": "the sequence reward is on the first completion token: it belongs on the last, when the answer is done",
+    "last column": "the sequence reward is on the last column, which is padding for shorter answers: put it on each "
+                   "row's last token where mask is 1",
+    "every token": "the sequence reward is added on every token: it is paid once per answer, on its last token",
+    "sign": "the KL's sign is flipped: k1 = log p_policy - log p_ref, and the reward is -beta * k1",
+    "k3": "you used k3 = (r - 1) - log r; this exercise asks for k1 = log p_policy - log p_ref",
+    "unmasked": "the penalty is charged off the mask too (prompt or padding): multiply it by mask",
+    "no beta": "beta is missing: the penalty is -beta * k1",
+    "no reward": "the sequence reward is missing: add it on each row's last completion token",
+}
+
+
+def check_shaped_rewards(fn: Callable) -> CheckResult:
+    """Check ``fn(sequence_reward, logp_policy, logp_ref, mask, beta) -> rewards``, a ``(B, T)`` tensor.
+
+    The arguments are float64 torch tensors: ``sequence_reward`` ``(B,)``,
+    ``logp_policy``, ``logp_ref``, ``mask`` ``(B, T)`` (1 on each answer's
+    tokens, which start after a prompt and are followed by padding) and a
+    float ``beta``. The answer must be ``-beta * (logp_policy - logp_ref)`` on
+    the masked tokens, plus ``sequence_reward`` on each row's last masked
+    token, 0 elsewhere, within ``1e-6``, on four batches (prompts of several
+    lengths, one-token answers, ``beta = 0``, a large ``beta``). The reference
+    is :func:`rl2llm.rlhf.shaped_rewards` with ``estimator="k1"``. The hints
+    recognise the reward on the first token, on the last column or on every
+    token, the KL's sign flipped, k3 instead of k1, the penalty off the
+    mask, ``beta`` or the reward forgotten.
+    """
+    import torch
+
+    from .rlhf import shaped_rewards
+
+    checker = "check_shaped_rewards"
+    call = "fn(sequence_reward, logp_policy, logp_ref, mask, beta)"
+    _check_callable(fn, checker, 5, call)
+    results, first_error = [], None
+    for case in _shaped_cases():
+        t = lambda a: torch.tensor(a, dtype=torch.float64)
+        args = (t(case.reward), t(case.logp), t(case.ref), t(case.mask), case.beta)
+        want = shaped_rewards(*args[:4], case.beta, "k1").numpy()
+        answer, error = _call(fn, args)
+        if error:
+            if error == first_error:
+                error = "the same error as in the first case that raised it (shown above)"
+            first_error = first_error or error
+            results.append(CaseResult(case.name, False, error))
+            continue
+        if answer is None:
+            results.append(CaseResult(case.name, False, "returned None", "did you forget to return the rewards?"))
+            continue
+        try:
+            mine = np.asarray(answer.detach() if isinstance(answer, torch.Tensor) else answer, dtype=float)
+        except (TypeError, ValueError):
+            results.append(CaseResult(case.name, False, f"returned {describe(answer)}; expected a tensor of "
+                                                          f"shape {want.shape}"))
+            continue
+        if mine.shape != want.shape:
+            hint = ("you returned one number per answer: return the reward of every token"
+                    if mine.shape == want.shape[:1] else "")
+            results.append(CaseResult(case.name, False, f"returned shape {mine.shape}; expected {want.shape}, "
+                                                          "one reward per token", hint))
+            continue
+        wrong = ~np.isclose(mine, want, atol=1e-6, rtol=0)
+        if not wrong.any():
+            results.append(CaseResult(case.name, True))
+            continue
+        i, j = (int(x) for x in np.argwhere(wrong)[0])
+        where = "a completion token" if case.mask[i, j] else "off the mask (prompt or padding)"
+        message = (f"wrong at {wrong.sum()} of {wrong.size} entries; the first is row {i}, column {j} ({where}): "
+                   f"yours {mine[i, j]:.6g}, expected {want[i, j]:.6g}")
+        hint = next((text for variant, text in _SHAPED_MISTAKES.items()
+                     if np.allclose(mine, _shaped_reference(case, variant), atol=1e-6)
+                     and not np.allclose(want, _shaped_reference(case, variant), atol=1e-6)), "")
+        results.append(CaseResult(case.name, False, message, hint))
+    return CheckResult(checker, tuple(results))
+
+
+# --------------------------------------------------------------------------- Lecture 13: Plackett–Luce
+
+_PL_CALL = "plackett_luce(scores, ranking)"
+
+
+@dataclass(frozen=True)
+class _PLCase:
+    name: str
+    scores: np.ndarray   # (B, K) float64
+    ranking: np.ndarray  # (B, K) int, best first
+
+
+def _pl_cases() -> list[_PLCase]:
+    rng = np.random.default_rng(13)
+    batch = rng.normal(size=(4, 5))
+    return [
+        _PLCase("two answers, the second ranked first (Bradley–Terry)", np.array([[0.3, 1.1]]), np.array([[1, 0]])),
+        _PLCase("three answers, ranking 2 > 0 > 1", np.array([[0.5, -1.0, 2.0]]), np.array([[2, 0, 1]])),
+        _PLCase("a batch of four rows of five answers", batch,
+                np.stack([rng.permutation(5) for _ in range(4)])),
+        _PLCase("four equal scores (every order equally likely: log 4! = log 24)", np.zeros((1, 4)),
+                np.array([[3, 1, 0, 2]])),
+        _PLCase("large scores (exp would overflow): 800, -800, 0", np.array([[800.0, -800.0, 0.0]]),
+                np.array([[1, 2, 0]])),
+    ]
+
+
+def _pl_reference(scores: np.ndarray, ranking: np.ndarray, variant: str = "right") -> float:
+    """The Plackett–Luce loss (mean over rows) and the classic mistakes named by ``variant``."""
+    from scipy.special import logsumexp
+
+    total = []
+    for s, rank in zip(scores, ranking):
+        if variant == "reversed":
+            rank = rank[::-1]
+        if variant == "ignores ranking":
+            rank = np.arange(len(s))
+        ordered = s[rank]
+        terms = []
+        for k in range(len(s) - 1 if variant != "first only" else 1):
+            rest = ordered if variant == "all in the denominator" else ordered[k:]
+            terms.append(ordered[k] - logsumexp(rest))
+        total.append(-sum(terms))
+    total = np.array(total)
+    if variant == "sum over rows":
+        return float(total.sum())
+    if variant == "likelihood sign":
+        return float(-total.mean())
+    return float(total.mean())
+
+
+_PL_MISTAKES = {
+    "reversed": "you read the ranking from worst to best: ranking[b][0] is the index of the *best* answer",
+    "ignores ranking": "you used the answers in their given order: reorder the scores by the ranking first "
+                       "(scores[b][ranking[b]])",
+    "all in the denominator": "each choice must be among the answers still in play: divide by the sum over "
+                              "the answers ranked at or below position k, not over all of them",
+    "first only": "you kept only the first choice (a softmax cross-entropy on the best answer): a ranking "
+                  "also says which of the rest is best, and so on down",
+    "sum over rows": "you summed over the rows of the batch: average them (the loss of a batch is a mean)",
+    "likelihood sign": "you returned the log-likelihood: the loss is its negative",
+}
+
+
+def check_plackett_luce(fn: Callable) -> CheckResult:
+    """Check ``fn(scores, ranking) -> loss``: the Plackett–Luce negative log-likelihood, averaged over rows.
+
+    ``scores`` is a float64 torch tensor ``(B, K)`` of rewards, ``ranking`` an
+    int64 tensor ``(B, K)`` of the answers' indices from best to worst. The
+    answer (a number or a 0-d tensor) is compared with
+    :func:`rl2llm.reward_model.plackett_luce_loss`; the report names the case,
+    both values and, where a classic mistake fits (the ranking read backwards,
+    a softmax over all answers at every position, only the first choice, a sum
+    instead of a mean, the sign), says so. One case has scores of ±800, where
+    exponentials overflow: use ``torch.logsumexp``. Used by Lecture 13.
+    """
+    import torch
+
+    checker = "check_plackett_luce"
+    _check_callable(fn, checker, 2, _PL_CALL)
+    results = []
+    for case in _pl_cases():
+        answer, error = _call(fn, (torch.tensor(case.scores, dtype=torch.float64),
+                                   torch.tensor(case.ranking, dtype=torch.int64)))
+        if error:
+            results.append(CaseResult(case.name, False, error))
+            continue
+        if answer is None:
+            results.append(CaseResult(case.name, False, "returned None instead of the loss; did you forget "
+                                                        "the return statement?"))
+            continue
+        if isinstance(answer, torch.Tensor):
+            if answer.numel() != 1:
+                hint = ("you returned one loss per row: average them" if answer.numel() == len(case.scores)
+                        else "")
+                results.append(CaseResult(case.name, False, f"returned a tensor of shape {tuple(answer.shape)}; "
+                                                            "expected one number", hint))
+                continue
+            answer = answer.detach().double().item()
+        try:
+            mine = float(answer)
+        except (TypeError, ValueError):
+            results.append(CaseResult(case.name, False, f"returned {describe(answer)}; expected one number"))
+            continue
+        want = _pl_reference(case.scores, case.ranking)
+        if not np.isfinite(mine):
+            hint = ("compute log(sum(exp(...))) with torch.logsumexp, which subtracts the largest score first"
+                    if np.abs(case.scores).max() > 500 else "")
+            results.append(CaseResult(case.name, False, f"returned {mine} where the loss is {want:.6g}", hint))
+            continue
+        if abs(mine - want) <= ATOL + RTOL * abs(want):
+            results.append(CaseResult(case.name, True))
+            continue
+        hint = next((text for variant, text in _PL_MISTAKES.items()
+                     if abs(mine - _pl_reference(case.scores, case.ranking, variant)) <= 1e-6
+                     and abs(want - _pl_reference(case.scores, case.ranking, variant)) > 1e-6), "")
+        results.append(CaseResult(case.name, False, f"yours {mine:.6g}, expected {want:.6g}", hint))
     return CheckResult(checker, tuple(results))
