@@ -218,3 +218,29 @@ def test_arithmetic_run_offline_method_gives_the_table_row():
     row = grpo.run_jobs([{"kind": "arithmetic", "method": "orpo", "seed": 0}], workers=1, cache=False)[0]
     assert row["method"] == "orpo" and row["samples"] == 640 and row["pairs"] > 0
     assert 0 <= row["em_before"] <= 1 and 0 <= row["em_after"] <= 1 and np.isfinite(row["kl"])
+
+
+def test_group_advantages_checker():
+    from rl2llm.exercises import check_group_advantages
+
+    assert check_group_advantages(lambda r, G, m: grpo.group_advantages(r, G, m)).passed
+
+    def population(r, G, m):
+        g = r.view(-1, G)
+        mu = g.mean(1, keepdim=True)
+        return ((g - mu) / (g.std(1, unbiased=False, keepdim=True) + 1e-4) if m == "grpo" else g - mu).reshape(-1)
+
+    report = check_group_advantages(population)
+    assert not report.passed and "population standard deviation" in report.report()
+    assert "includes the answer itself" in report.report()
+
+    def no_eps(r, G, m):
+        g = r.view(-1, G)
+        return ((g - g.mean(1, keepdim=True)) / g.std(1, keepdim=True)).reshape(-1)
+
+    assert "1e-4" in check_group_advantages(no_eps).report()
+    assert "whole batch" in check_group_advantages(lambda r, G, m: (r - r.mean()) / (r.std() + 1e-4)).report()
+    assert "return statement" in check_group_advantages(lambda r, G, m: None).report()
+    assert "raised" in check_group_advantages(lambda r, G, m: r.view(G, -1, 7)).report()
+    with pytest.raises(TypeError, match="fn"):
+        check_group_advantages(lambda r: r)

@@ -21,7 +21,8 @@ count of a GPT from its configuration, checked by :func:`check_parameter_count`;
 (language modelling): nucleus (top-p) filtering of next-token logits, checked by :func:`check_top_p_filter`; and by Lecture 15 (direct preference optimisation): the DPO loss per pair, checked by
 :func:`check_dpo_losses`; and by Lecture 14 (PPO for language models): the per-token rewards of RLHF,
 checked by :func:`check_shaped_rewards`; and by Lecture 13 (reward modelling): the Plackett–Luce loss of rankings,
-checked by :func:`check_plackett_luce`.
+checked by :func:`check_plackett_luce`; and by Lecture 16 (beyond DPO): GRPO, Dr. GRPO and RLOO
+advantages of groups of answers, checked by :func:`check_group_advantages`.
 
 Each checker runs your function on several small worlds (terminal states,
 a discount close to 1, a discount of 0 or of 1, several actions), compares
@@ -2504,4 +2505,122 @@ def check_plackett_luce(fn: Callable) -> CheckResult:
                      if abs(mine - _pl_reference(case.scores, case.ranking, variant)) <= 1e-6
                      and abs(want - _pl_reference(case.scores, case.ranking, variant)) > 1e-6), "")
         results.append(CaseResult(case.name, False, f"yours {mine:.6g}, expected {want:.6g}", hint))
+    return CheckResult(checker, tuple(results))
+
+
+# --------------------------------------------------------------------------- Lecture 16: group advantages
+
+_GROUP_CALL = "fn(rewards, group_size, method)"
+
+
+def _group_reference(r: np.ndarray, G: int, method: str, variant: str = "right") -> np.ndarray:
+    """Group advantages (``rl2llm.grpo.group_advantages``) and the classic mistakes named by ``variant``."""
+    g = r.reshape(-1, G)
+    mean = g.mean(axis=1, keepdims=True)
+    if variant == "batch":                      # normalised over the whole batch, not per group
+        mean = np.full_like(mean, r.mean())
+    if method == "grpo":
+        if variant == "population std":
+            std = g.std(axis=1, keepdims=True)
+        elif variant == "batch":
+            std = np.full_like(mean, r.std(ddof=1))
+        else:
+            std = g.std(axis=1, ddof=1, keepdims=True)
+        eps = 0.0 if variant == "no eps" else 1e-4
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return ((g - mean) / (std + eps)).reshape(-1)
+    if method == "dr_grpo" or variant == "rloo with self":
+        return (g - mean).reshape(-1)
+    if variant == "rloo over G":
+        return (g - (g.sum(axis=1, keepdims=True) - g) / G).reshape(-1)
+    return (g - (g.sum(axis=1, keepdims=True) - g) / (G - 1)).reshape(-1)
+
+
+_GROUP_MISTAKES = {
+    "population std": "you divided by the population standard deviation (ddof 0); GRPO, as TRL computes it, "
+                      "uses the unbiased one (divide the squared deviations by G - 1): torch's .std() default",
+    "no eps": "add 1e-4 to the standard deviation: a group whose rewards are all equal has spread 0, and "
+              "its advantages must be 0, not NaN",
+    "batch": "you normalised over the whole batch: each group is compared with itself only "
+             "(reshape to (n, G) and take the mean and spread along the group)",
+    "rloo with self": "your RLOO baseline includes the answer itself (that is Dr. GRPO's advantage): "
+                      "leave it out, (sum - r_i) / (G - 1)",
+    "rloo over G": "you divided the sum of the other rewards by G: there are G - 1 of them",
+}
+
+
+def _group_cases():
+    rng = np.random.default_rng(16)
+    binary = np.array([1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 0], dtype=float)
+    graded = rng.random(12).round(3)
+    cases = []
+    for method in ("grpo", "dr_grpo", "rloo"):
+        cases.append((f"{method}: two groups of 8, right or wrong (1 and 4 right)", binary, 8, method))
+        cases.append((f"{method}: three groups of 4, graded rewards", graded, 4, method))
+    cases.append(("grpo: groups of 2", np.array([0.0, 1.0, 0.3, 0.7]), 2, "grpo"))
+    cases.append(("rloo: groups of 2 (the baseline is the other answer)", np.array([0.0, 1.0, 0.3, 0.7]), 2, "rloo"))
+    cases.append(("grpo: a group whose rewards are all equal, beside one that differs",
+                  np.array([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0]), 4, "grpo"))
+    cases.append(("grpo: one group of 6 with negative rewards", np.array([-2.0, -1.0, -1.0, 0.0, -3.0, -2.5]), 6,
+                  "grpo"))
+    return cases
+
+
+def check_group_advantages(fn: Callable) -> CheckResult:
+    """Check ``fn(rewards, group_size, method) -> advantages``: GRPO, Dr. GRPO and RLOO advantages.
+
+    ``rewards`` is a 1-D float32 torch tensor of ``n * group_size`` rewards, the
+    answers to one prompt consecutive; ``method`` is ``"grpo"``, ``"dr_grpo"``
+    or ``"rloo"``. The answer (a tensor, an array or a list of one advantage
+    per reward) is compared with :func:`rl2llm.grpo.group_advantages`, to 1e-4;
+    the checker names the first answer that differs, with a hint when a classic
+    mistake fits the numbers.
+    """
+    import torch
+
+    checker = "check_group_advantages"
+    _check_callable(fn, checker, 3, _GROUP_CALL)
+    results = []
+    for name, rewards, G, method in _group_cases():
+        answer, error = _call(fn, (torch.tensor(rewards, dtype=torch.float32), G, method))
+        if error:
+            results.append(CaseResult(name, False, error))
+            continue
+        if answer is None:
+            results.append(CaseResult(name, False, "returned None instead of the advantages; did you forget "
+                                                   "the return statement?"))
+            continue
+        if isinstance(answer, torch.Tensor):
+            answer = answer.detach().cpu().double().numpy()
+        try:
+            array = np.asarray(answer, dtype=float)
+        except (TypeError, ValueError):
+            results.append(CaseResult(name, False, f"returned {describe(answer)}; expected one advantage per reward"))
+            continue
+        if array.shape != rewards.shape:
+            hint = "return one advantage per answer, flattened back to 1-D" if array.size == rewards.size else ""
+            results.append(CaseResult(name, False, f"returned shape {array.shape}; expected {rewards.shape}", hint))
+            continue
+        right = _group_reference(rewards, G, method)
+        if np.allclose(array, right, atol=1e-4, rtol=1e-4):
+            results.append(CaseResult(name, True))
+            continue
+        if np.isnan(array).any():
+            message = f"returned NaN at answer {int(np.argmax(np.isnan(array)))}"
+        else:
+            i = int(np.argmax(np.abs(array - right)))
+            message = (f"answer {i} (group {i // G}, reward {rewards[i]:g}): advantage {array[i]:.4g}, "
+                       f"expected {right[i]:.4g}")
+        hint = ""
+        for variant, text in _GROUP_MISTAKES.items():
+            alt = _group_reference(rewards, G, method, variant)
+            same = np.allclose(array, alt, atol=1e-4, rtol=1e-4, equal_nan=True)
+            if same and not np.allclose(alt, right, atol=1e-4, rtol=1e-4, equal_nan=True):
+                hint = text
+                break
+        if not hint and method == "dr_grpo" and np.allclose(array, _group_reference(rewards, G, "grpo"), atol=1e-4):
+            hint = "Dr. GRPO does not divide by the standard deviation: subtract the group mean only"
+        if not hint and method == "grpo" and np.allclose(array, _group_reference(rewards, G, "dr_grpo"), atol=1e-4):
+            hint = "GRPO divides by the group's standard deviation (plus 1e-4)"
+        results.append(CaseResult(name, False, message, hint))
     return CheckResult(checker, tuple(results))
