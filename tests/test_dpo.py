@@ -342,3 +342,83 @@ def test_the_dpo_checker_passes_the_solution_and_reports_bugs():
         check_dpo_losses(lambda a, b: a)
     with pytest.raises(TypeError, match="fn"):
         check_dpo_losses("dpo")
+
+
+# --------------------------------------------------------------------------- the benchmark and its page
+
+
+def _results(quick: bool = True, ratio: float = 2.0) -> dict:
+    side = lambda sps, win: {"steps_per_second": sps, "cpu_steps_per_second": sps * 1.5, "win_rate": win,
+                             "kl": 1.0, "train_loss": 0.5, "final_logged_loss": 0.4}
+    return {"benchmark": "DPO", "schema": 1, "date": "2026-11-22 03:00 UTC",
+            "machine": {"cpu": "a CPU", "cores": 2, "os": "Linux"},
+            "versions": {"python": "3.11", "torch": "2", "transformers": "5", "trl": "1.16", "peft": "0.21"},
+            "rl2llm_commit": "abc", "load_average": {"before": [0.5], "after": [0.7]},
+            "settings": {"quick": quick, "threads": 2, "rounds": 1, "steps": 4, "batch_pairs": 8, "beta": 1.0,
+                         "lr": 2e-4, "seed": 0, "pairs": 30, "prompts": 32, "test_prompts": 16,
+                         "loss_type": "sigmoid", "optimizer": "AdamW", "grad_clip": 1.0, "lr_schedule": "constant",
+                         "dtype": "float32", "model": "stories", "parameters": 389472,
+                         "trl": {"bf16": False, "activation_checkpointing": False, "precompute_ref_log_probs": True}},
+            "rows": [{"round": 1, "library": "rl2llm", "steps_per_second": ratio},
+                     {"round": 1, "library": "trl", "steps_per_second": 1.0}],
+            "curves": {"rl2llm": [[0.69, 0.6, 0.5, 0.4]], "trl": [[0.69, 0.62, 0.52, 0.41]]},
+            "summary": {"rl2llm": side(ratio, 0.7), "trl": side(1.0, 0.68), "speed_ratio": ratio,
+                        "cpu_speed_ratio": ratio, "speed_goal_met": ratio >= 1.5, "win_rate_gap": 0.02,
+                        "quality_goal_met": True},
+            "goals": {"speed_ratio": 1.5, "win_rate_tolerance": 0.05}}
+
+
+def _render_page(tmp_path, edition: str, data: dict | None) -> str:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    src = tmp_path / f"src-{edition}"
+    (src / "benchmarks" / "results").mkdir(parents=True)
+    if data is not None:
+        (src / "benchmarks" / "results" / "dpo_vs_trl.json").write_text(json.dumps(data))
+    (src / "conf.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(repo / 'book' / '_ext')!r})\n"
+        "extensions = ['myst_parser', 'rl2llm_benchmarks']\n"
+        f"def setup(app):\n    app.add_config_value('rl2llm_edition', {edition!r}, 'env')\n")
+    (src / "index.md").write_text("# Benchmarks\n\n```{dpo-benchmark} benchmarks/results/dpo_vs_trl.json\n```\n")
+    out = tmp_path / f"out-{edition}"
+    build = subprocess.run([sys.executable, "-m", "sphinx", "-W", "-E", "-b", "html", str(src), str(out)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return (out / "index.html").read_text()
+
+
+def test_the_benchmark_page_shows_the_verdict_in_both_editions(tmp_path):
+    from bs4 import BeautifulSoup
+
+    scientist = _render_page(tmp_path, "scientist", _results())
+    assert "Verdict" in scientist and "quick run" in scientist and "meets both goals" in scientist
+    assert "TRL DPOTrainer" in scientist and "loss, TRL (mean of rounds)" in scientist
+    manager = BeautifulSoup(_render_page(tmp_path, "manager", _results(quick=False, ratio=1.2)), "html.parser")
+    body = manager.select_one('[role="main"]').get_text()
+    assert "A goal is missed" in body and "1.2 times as fast as TRL" in body
+    assert not manager.select_one('[role="main"]').select("code, pre"), "the manager edition shows code"
+
+
+def test_the_benchmark_page_without_results_says_how_to_produce_them(tmp_path):
+    assert "dpo_vs_trl.py" in _render_page(tmp_path, "scientist", None)
+    assert "Not measured yet" in _render_page(tmp_path, "manager", None)
+
+
+@pytest.mark.slow  # imports TRL and trains both sides for a few steps (a minute)
+def test_the_benchmark_quick_run_trains_both_sides(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("trl")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "dpo_vs_trl.py"
+    spec = importlib.util.spec_from_file_location("dpo_vs_trl", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "dpo.json"
+    result = bench.main(["--quick", "--out", str(out)])
+    assert set(result["curves"]) == {"rl2llm", "trl"} and all(len(c[0]) == 4 for c in result["curves"].values())
+    assert out.exists() and result["summary"]["speed_ratio"] > 0

@@ -13,6 +13,8 @@
 * ``{gpt-benchmark} benchmarks/results/gpt_throughput.json``: training
   throughput of our GPT against ``transformers``' ``GPT2LMHeadModel``
   (``benchmarks/gpt_throughput.py``).
+* ``{dpo-benchmark} benchmarks/results/dpo_vs_trl.json``: DPO training, ours
+  against TRL's ``DPOTrainer`` (``benchmarks/dpo_vs_trl.py``).
 
 The files are read while the page is read, and the page depends on them
 (``env.note_dependency``): a changed results file re-reads the page on the next
@@ -549,9 +551,105 @@ class GPTBenchmark(_ResultsDirective):
         return _paragraph(text)
 
 
+class DPOBenchmark(_ResultsDirective):
+    """``{dpo-benchmark} benchmarks/results/dpo_vs_trl.json``: DPO training, ours (``rl2llm.dpo``) against TRL's
+    ``DPOTrainer`` on the same model, pairs and settings, written by ``benchmarks/dpo_vs_trl.py``: a verdict on
+    both goals (quality at least TRL's, at least 1.5 times its steps per second), a table, the loss curves side
+    by side and, in the scientist edition, the settings and where it ran."""
+
+    def run(self):
+        data = self._load()
+        if data is None:
+            return self._missing(".venv/bin/python benchmarks/dpo_vs_trl.py", "about 10 minutes on two cores")
+        s = data["summary"]
+        out: list[nodes.Node] = []
+        if data["settings"].get("quick"):
+            out.append(nodes.warning("", _paragraph("These are figures from a quick run (a few steps), not the "
+                                                    "benchmark.")))
+        out.append(_paragraph(("strong", "Verdict: "), self._verdict(data)))
+        ours, theirs = s["rl2llm"], s["trl"]
+        if self.manager:
+            out.append(_table(("implementation", "training steps per second", "judge prefers the trained model"),
+                              [("the book's code", f"{ours['steps_per_second']:.2f}", f"{ours['win_rate']:.0%}"),
+                               ("TRL (Hugging Face)", f"{theirs['steps_per_second']:.2f}",
+                                f"{theirs['win_rate']:.0%}")]))
+        else:
+            def spread(library: str) -> str:
+                speeds = [r["steps_per_second"] for r in data.get("rows", []) if r["library"] == library]
+                return f"{min(speeds):.2f} to {max(speeds):.2f}" if speeds else "not recorded"
+            out.append(_table(("implementation", "steps/s (median)", "rounds (slowest to fastest)",
+                               "steps/s by CPU time", "win rate vs start", "KL (nats)", "DPO loss, all pairs"),
+                              [(name, f"{x['steps_per_second']:.2f}", spread(key), f"{x['cpu_steps_per_second']:.2f}",
+                                f"{x['win_rate']:.3f}", f"{x['kl']:.2f}", f"{x['train_loss']:.3f}")
+                               for name, key, x in (("rl2llm.dpo", "rl2llm", ours),
+                                                    ("TRL DPOTrainer", "trl", theirs))]))
+            out.append(self._curves(data))
+        out.append(self._notes(data))
+        return out
+
+    def _verdict(self, data: dict) -> str:
+        s, goals = data["summary"], data["goals"]
+        ratio, gap = s["speed_ratio"], s["win_rate_gap"]
+        fast, good = ratio >= goals["speed_ratio"], s["quality_goal_met"]
+        if self.manager:
+            speed = (f"the book's code trains {ratio:.1f} times as fast as TRL, the library most teams use"
+                     if ratio >= 1 else f"the book's code trains at {ratio:.2f} times TRL's speed, slower")
+            quality = ("and the models it trains are as good, judged the same way" if good
+                       else "but the models it trains are judged worse")
+            return (f"On the same small model, data and settings, {speed}, {quality}. "
+                    + ("Both goals are met." if fast and good else "A goal is missed, as the table shows."))
+        speed = (f"{ratio:.2f} times TRL DPOTrainer's steps per second (by CPU time {s['cpu_speed_ratio']:.2f}; "
+                 f"goal at least {goals['speed_ratio']:g})")
+        quality = (f"win rate {s['rl2llm']['win_rate']:.3f} against TRL's {s['trl']['win_rate']:.3f} (goal: no "
+                   f"more than {goals['win_rate_tolerance']:g} below)")
+        if fast and good:
+            return f"rl2llm.dpo meets both goals: {speed}; {quality}."
+        missed = [name for name, ok in (("speed", fast), ("quality", good)) if not ok]
+        return f"rl2llm.dpo is behind on {' and '.join(missed)}: {speed}; {quality}."
+
+    def _curves(self, data: dict) -> nodes.Node:
+        """The per-step training loss of each side, mean over rounds, every few steps (a table, no image)."""
+        curves = data.get("curves", {})
+        means = {k: [sum(c[i] for c in v) / len(v) for i in range(min(len(c) for c in v))]
+                 for k, v in curves.items() if v}
+        if set(means) != {"rl2llm", "trl"}:
+            return _paragraph("Loss curves not recorded.")
+        n = min(len(means["rl2llm"]), len(means["trl"]))
+        every = max(1, n // 8)
+        marks = sorted(set(list(range(0, n, every)) + [n - 1]))
+        rows = [(str(i + 1), f"{means['rl2llm'][i]:.3f}", f"{means['trl'][i]:.3f}") for i in marks]
+        return _table(("training step", "loss, rl2llm.dpo (mean of rounds)", "loss, TRL (mean of rounds)"), rows)
+
+    def _notes(self, data: dict) -> nodes.paragraph:
+        m, v, st = data["machine"], data["versions"], data["settings"]
+        before, after, busy = self._load_average(data)
+        if self.manager:
+            text = (f"Both sides train the book's small stories model ({st['parameters']:,} parameters) on the same "
+                    f"{st['pairs']} judged pairs of its own stories, with the same settings, taking turns on the same "
+                    f"computer; a judge then compares each trained model's stories with the starting model's. "
+                    f"Measured on {data['date'][:10]} on an ordinary {m['cores']}-core computer.")
+            if busy:
+                text += " The computer was busy with other work, which slows both sides."
+            return _paragraph(text)
+        trl = st["trl"]
+        text = (f"The zoo's stories model ({st['parameters']:,} parameters), {st['pairs']} on-policy pairs over "
+                f"{st['prompts']} openings, the sigmoid loss at beta {st['beta']:g}, {st['batch_pairs']} pairs per "
+                f"step, {st['steps']} steps, AdamW at a constant lr {st['lr']:g}, gradients clipped at "
+                f"{st['grad_clip']:g}, {st['dtype']}, {st['threads']} PyTorch thread(s); TRL with bf16="
+                f"{trl['bf16']}, activation checkpointing {trl['activation_checkpointing']}, "
+                f"precompute_ref_log_probs={trl['precompute_ref_log_probs']}. {st['rounds']} timed rounds after a "
+                f"warm-up round, the sides alternating; the win rate is judged on {st['test_prompts']} held-out "
+                f"openings. Measured {data['date']} on {m['cpu']} ({m['cores']} cores); Python {v['python']}, "
+                f"PyTorch {v['torch']}, transformers {v['transformers']}, TRL {v['trl']}, rl2llm at commit "
+                f"{data['rl2llm_commit']}.")
+        text += self._load_sentence(before, after, busy, "the machine was shared, so both speeds are understated.")
+        return _paragraph(text)
+
+
 def setup(app: Sphinx):
     app.add_directive("rl-benchmark", RLBenchmark)
     app.add_directive("vi-benchmark", VIBenchmark)
     app.add_directive("bpe-benchmark", BPEBenchmark)
     app.add_directive("gpt-benchmark", GPTBenchmark)
+    app.add_directive("dpo-benchmark", DPOBenchmark)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
