@@ -244,3 +244,82 @@ def test_group_advantages_checker():
     assert "raised" in check_group_advantages(lambda r, G, m: r.view(G, -1, 7)).report()
     with pytest.raises(TypeError, match="fn"):
         check_group_advantages(lambda r: r)
+
+
+def _bench_results(quick: bool = True, ratio: float = 2.0) -> dict:
+    side = lambda sps, em: {"steps_per_second": sps, "cpu_steps_per_second": sps * 1.5, "em_after_mean": em,
+                            "em_after": [em, em], "reward_last5_mean": 0.4}
+    return {"benchmark": "GRPO", "schema": 1, "date": "2026-11-22 03:00 UTC",
+            "machine": {"cpu": "a CPU", "cores": 2, "os": "Linux"},
+            "versions": {"python": "3.11", "torch": "2", "transformers": "5", "trl": "1.16"},
+            "rl2llm_commit": "abc", "load_average": {"before": [0.5], "after": [0.7]},
+            "settings": {"quick": quick, "threads": 2, "rounds": 2, "steps": 4, "group_size": 8,
+                         "prompts_per_step": 4, "lr": 3e-5, "beta": 0.0, "max_new_tokens": 4, "temperature": 1.0,
+                         "clip": 0.2, "grad_clip": 1.0, "loss": "per-answer mean", "advantage": "group",
+                         "optimizer": "Adam", "model": "arithmetic", "parameters": 444960, "n_prompts": 400,
+                         "n_eval": 200},
+            "rows": [{"round": r, "library": lib, "steps_per_second": sps, "reward": [0.2, 0.3, 0.3, 0.4]}
+                     for r in (0, 1) for lib, sps in (("rl2llm", ratio), ("trl", 1.0))],
+            "summary": {"rl2llm": side(ratio, 0.55), "trl": side(1.0, 0.54), "em_before": 0.455,
+                        "speed_ratio": ratio, "speed_ratios": [ratio, ratio], "cpu_speed_ratio": ratio,
+                        "speed_goal_met": ratio >= 1.5, "quality_gap": 0.01, "quality_goal_met": True,
+                        "trl_import_seconds": 9.0},
+            "goals": {"speed_ratio": 1.5, "quality_margin": 0.05}}
+
+
+def _render_bench(tmp_path, edition: str, data: dict | None) -> str:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    src = tmp_path / f"src-{edition}"
+    (src / "benchmarks" / "results").mkdir(parents=True)
+    if data is not None:
+        (src / "benchmarks" / "results" / "grpo_vs_trl.json").write_text(json.dumps(data))
+    (src / "conf.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(repo / 'book' / '_ext')!r})\n"
+        "extensions = ['myst_parser', 'rl2llm_benchmarks']\n"
+        f"def setup(app):\n    app.add_config_value('rl2llm_edition', {edition!r}, 'env')\n")
+    (src / "index.md").write_text("# Benchmarks\n\n```{grpo-benchmark} benchmarks/results/grpo_vs_trl.json\n```\n")
+    out = tmp_path / f"out-{edition}"
+    build = subprocess.run([sys.executable, "-m", "sphinx", "-W", "-E", "-b", "html", str(src), str(out)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return (out / "index.html").read_text()
+
+
+def test_the_benchmark_page_shows_the_grpo_verdict_in_both_editions(tmp_path):
+    from bs4 import BeautifulSoup
+
+    scientist = _render_bench(tmp_path, "scientist", _bench_results())
+    assert "Verdict" in scientist and "quick run" in scientist and "meets both goals" in scientist
+    assert "TRL GRPOTrainer" in scientist and "reward, TRL (mean of rounds)" in scientist
+    manager = BeautifulSoup(_render_bench(tmp_path, "manager", _bench_results(quick=False, ratio=1.2)),
+                            "html.parser")
+    body = manager.select_one('[role="main"]').get_text()
+    assert "A goal is missed" in body and "1.2 times as fast as TRL" in body
+    assert not manager.select_one('[role="main"]').select("code, pre"), "the manager edition shows code"
+
+
+def test_the_grpo_benchmark_page_without_results_says_how_to_produce_them(tmp_path):
+    assert "grpo_vs_trl.py" in _render_bench(tmp_path, "scientist", None)
+    assert "Not measured yet" in _render_bench(tmp_path, "manager", None)
+
+
+@pytest.mark.slow  # imports TRL and trains both sides for a few steps (a minute or two)
+def test_the_grpo_benchmark_quick_run_trains_both_sides(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("trl")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "grpo_vs_trl.py"
+    spec = importlib.util.spec_from_file_location("grpo_vs_trl", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "grpo.json"
+    result = bench.main(["--quick", "--out", str(out)])
+    assert {r["library"] for r in result["rows"]} == {"rl2llm", "trl"}
+    assert all(len(r["reward"]) == 4 for r in result["rows"])
+    assert out.exists() and result["summary"]["speed_ratio"] > 0

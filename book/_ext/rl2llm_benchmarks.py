@@ -15,6 +15,8 @@
   (``benchmarks/gpt_throughput.py``).
 * ``{dpo-benchmark} benchmarks/results/dpo_vs_trl.json``: DPO training, ours
   against TRL's ``DPOTrainer`` (``benchmarks/dpo_vs_trl.py``).
+* ``{grpo-benchmark} benchmarks/results/grpo_vs_trl.json``: GRPO training, ours
+  against TRL's ``GRPOTrainer`` (``benchmarks/grpo_vs_trl.py``).
 
 The files are read while the page is read, and the page depends on them
 (``env.note_dependency``): a changed results file re-reads the page on the next
@@ -646,10 +648,112 @@ class DPOBenchmark(_ResultsDirective):
         return _paragraph(text)
 
 
+class GRPOBenchmark(_ResultsDirective):
+    """``{grpo-benchmark} benchmarks/results/grpo_vs_trl.json``: GRPO training, ours (``rl2llm.grpo``) against
+    TRL's ``GRPOTrainer`` on the same model, prompts, reward and settings, written by ``benchmarks/grpo_vs_trl.py``:
+    a verdict on both goals (exact match after training at least TRL's, within a margin; at least 1.5 times its
+    steps per second), a table, the reward curves side by side and, in the scientist edition, the settings and
+    where it ran."""
+
+    def run(self):
+        data = self._load()
+        if data is None:
+            return self._missing(".venv/bin/python benchmarks/grpo_vs_trl.py", "about 10 minutes on two cores")
+        s = data["summary"]
+        out: list[nodes.Node] = []
+        if data["settings"].get("quick"):
+            out.append(nodes.warning("", _paragraph("These are figures from a quick run (a few steps), not the "
+                                                    "benchmark.")))
+        out.append(_paragraph(("strong", "Verdict: "), self._verdict(data)))
+        ours, theirs = s["rl2llm"], s["trl"]
+        if self.manager:
+            out.append(_table(("implementation", "training steps per second", "sums right after training"),
+                              [("the book's code", f"{ours['steps_per_second']:.2f}", f"{ours['em_after_mean']:.1%}"),
+                               ("TRL (Hugging Face)", f"{theirs['steps_per_second']:.2f}",
+                                f"{theirs['em_after_mean']:.1%}")]))
+        else:
+            def spread(library: str) -> str:
+                speeds = [r["steps_per_second"] for r in data.get("rows", []) if r["library"] == library]
+                return f"{min(speeds):.2f} to {max(speeds):.2f}" if speeds else "not recorded"
+            out.append(_table(("implementation", "steps/s (median)", "rounds (slowest to fastest)",
+                               "steps/s by CPU time", "exact match after, per round", "mean"),
+                              [(name, f"{x['steps_per_second']:.2f}", spread(key), f"{x['cpu_steps_per_second']:.2f}",
+                                ", ".join(f"{e:.3f}" for e in x["em_after"]), f"{x['em_after_mean']:.3f}")
+                               for name, key, x in (("rl2llm.grpo", "rl2llm", ours),
+                                                    ("TRL GRPOTrainer", "trl", theirs))]))
+            out.append(self._curves(data))
+        out.append(self._notes(data))
+        return out
+
+    def _verdict(self, data: dict) -> str:
+        s, goals = data["summary"], data["goals"]
+        ratio, gap = s["speed_ratio"], s["quality_gap"]
+        fast, good = ratio >= goals["speed_ratio"], s["quality_goal_met"]
+        if self.manager:
+            speed = (f"the book's code trains {ratio:.1f} times as fast as TRL, the library most teams use"
+                     if ratio >= 1 else f"the book's code trains at {ratio:.2f} times TRL's speed, slower")
+            quality = ("and the models it trains answer as many sums right" if good
+                       else "but the models it trains answer fewer sums right")
+            return (f"On the same small model, sums and settings, {speed}, {quality}. "
+                    + ("Both goals are met." if fast and good else "A goal is missed, as the table shows."))
+        speed = (f"{ratio:.2f} times TRL GRPOTrainer's steps per second (by CPU time {s['cpu_speed_ratio']:.2f}; "
+                 f"goal at least {goals['speed_ratio']:g})")
+        quality = (f"exact match after training {s['rl2llm']['em_after_mean']:.3f} against TRL's "
+                   f"{s['trl']['em_after_mean']:.3f}, from {s['em_before']:.3f} (goal: no more than "
+                   f"{goals['quality_margin']:g} below)")
+        if fast and good:
+            return f"rl2llm.grpo meets both goals: {speed}; {quality}."
+        missed = [name for name, ok in (("speed", fast), ("quality", good)) if not ok]
+        return f"rl2llm.grpo is behind on {' and '.join(missed)}: {speed}; {quality}."
+
+    def _curves(self, data: dict) -> nodes.Node:
+        """The mean reward of each step's samples, mean over rounds, every few steps (a table, no image)."""
+        means = {}
+        for key in ("rl2llm", "trl"):
+            curves = [r["reward"] for r in data.get("rows", []) if r["library"] == key and r.get("reward")]
+            if curves:
+                n = min(len(c) for c in curves)
+                means[key] = [sum(c[i] for c in curves) / len(curves) for i in range(n)]
+        if set(means) != {"rl2llm", "trl"}:
+            return _paragraph("Reward curves not recorded.")
+        n = min(len(means["rl2llm"]), len(means["trl"]))
+        every = max(1, n // 8)
+        marks = sorted(set(list(range(0, n, every)) + [n - 1]))
+        rows = [(str(i + 1), f"{means['rl2llm'][i]:.3f}", f"{means['trl'][i]:.3f}") for i in marks]
+        return _table(("training step", "reward of the samples, rl2llm.grpo (mean of rounds)",
+                       "reward, TRL (mean of rounds)"), rows)
+
+    def _notes(self, data: dict) -> nodes.paragraph:
+        m, v, st, s = data["machine"], data["versions"], data["settings"], data["summary"]
+        before, after, busy = self._load_average(data)
+        if self.manager:
+            text = (f"Both sides train the book's small arithmetic model ({st['parameters']:,} parameters) on the "
+                    f"same {st['n_prompts']} sums, {st['group_size']} attempts per sum, with the same settings, "
+                    f"taking turns on the same computer; each trained model then answers {st['n_eval']} new sums. "
+                    f"Measured on {data['date'][:10]} on an ordinary {m['cores']}-core computer.")
+            if busy:
+                text += " The computer was busy with other work, which slows both sides."
+            return _paragraph(text)
+        text = (f"The zoo's half-trained arithmetic model ({st['parameters']:,} parameters), {st['n_prompts']} "
+                f"training sums, reward 1 for the right sum; {st['prompts_per_step']} prompts times "
+                f"{st['group_size']} answers per step, at most {st['max_new_tokens']} new tokens at temperature "
+                f"{st['temperature']:g}, {st['steps']} steps, lr {st['lr']:g} constant, beta {st['beta']:g}, "
+                f"clip {st['clip']:g}, gradients clipped at {st['grad_clip']:g}; loss: {st['loss']}; advantage: "
+                f"{st['advantage']}; {st['optimizer']}; float32, no activation checkpointing on TRL's side; "
+                f"{st['threads']} PyTorch thread(s). {st['rounds']} timed rounds (seeds 0, 1, ...) after a warm-up "
+                f"run, the sides alternating; exact match is greedy on {st['n_eval']} held-out sums. Importing trl "
+                f"took {s['trl_import_seconds']:.1f} s (not counted). Measured {data['date']} on {m['cpu']} "
+                f"({m['cores']} cores); Python {v['python']}, PyTorch {v['torch']}, transformers "
+                f"{v['transformers']}, TRL {v['trl']}, rl2llm at commit {data['rl2llm_commit']}.")
+        text += self._load_sentence(before, after, busy, "the machine was shared, so both speeds are understated.")
+        return _paragraph(text)
+
+
 def setup(app: Sphinx):
     app.add_directive("rl-benchmark", RLBenchmark)
     app.add_directive("vi-benchmark", VIBenchmark)
     app.add_directive("bpe-benchmark", BPEBenchmark)
     app.add_directive("gpt-benchmark", GPTBenchmark)
     app.add_directive("dpo-benchmark", DPOBenchmark)
+    app.add_directive("grpo-benchmark", GRPOBenchmark)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
