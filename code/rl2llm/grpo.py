@@ -27,12 +27,13 @@ baseline.
   :mod:`rl2llm.rlhf`, and the offline methods of :mod:`rl2llm.offline` on
   pairs of the model's own answers), :func:`code_run` (GRPO on the code model
   with the sandboxed unit-test reward of :mod:`rl2llm.sandbox`) and
-  :func:`run_jobs` (many runs in two processes, cached as an artifact).
+  :class:`Jobs` / :func:`run_jobs` (many runs in two background processes, each cached as an artifact).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -46,7 +47,7 @@ from rl2llm.dqn import flush_denormals, torch_threads
 from rl2llm.sequences import sample, sequence_log_probs, token_log_probs
 
 __all__ = ["ADVANTAGES", "AGGREGATIONS", "group_advantages", "k3_kl", "grpo_loss", "GRPOConfig",
-           "GRPOHistory", "train_grpo"]
+           "GRPOHistory", "train_grpo", "arithmetic_run", "code_run", "Jobs", "run_jobs"]
 
 ADVANTAGES = ("grpo", "dr_grpo", "rloo")
 AGGREGATIONS = ("sequence", "token", "constant")
@@ -364,6 +365,26 @@ METHOD_SETTINGS = {
 }
 
 
+_SETTINGS: dict = {}
+
+
+def _setting(name: str, n_train: int, n_eval: int):
+    """The zoo model, training items and held-out items of an experiment, loaded once per process (the
+    runs copy the model before training it, so they can share it)."""
+    from rl2llm import corpora, zoo
+
+    key = (name, n_train, n_eval)
+    if key not in _SETTINGS:
+        if name == "arithmetic":
+            m = zoo.load("arithmetic", "half-trained", progress=False)
+            items = corpora.arithmetic_problems(n_train, 123, **m.spec.options)
+        else:
+            m = zoo.load("code", progress=False)
+            items = corpora.code_tasks(n_train, 77, **m.spec.options)
+        _SETTINGS[key] = (m, items, zoo.eval_items(name, n_eval))
+    return _SETTINGS[key]
+
+
 @torch.no_grad()
 def _sampled_kl(policy, reference, tokenizer, prompts, max_new_tokens, seed) -> float:
     """KL(policy || reference) in nats per answer: the mean of log pi - log pi_ref over the policy's samples."""
@@ -397,9 +418,7 @@ def arithmetic_run(method: str, seed: int = 0, *, scale: str = "small", lr: floa
     settings = dict(METHOD_SETTINGS[method])
     if lr is not None:
         settings["lr"] = check.as_real("lr", lr, 0.0, low_open=True)
-    m = zoo.load("arithmetic", "half-trained", progress=False)
-    items = corpora.arithmetic_problems(s["n_train"], 123, **m.spec.options)
-    held_out = zoo.eval_items("arithmetic", s["n_eval"])
+    m, items, held_out = _setting("arithmetic", s["n_train"], s["n_eval"])
     samples = s["steps"] * s["prompts_per_step"] * s["group_size"]
     out = {"method": method, "seed": seed, "scale": scale, "lr": settings["lr"], "samples": samples}
     with torch_threads(threads), flush_denormals():
@@ -467,9 +486,7 @@ def code_run(seed: int = 0, *, scale: str = "small", threads: int | None = 1, ti
         raise ValueError(f"scale must be one of {tuple(CODE)}, got {check.describe(scale)}")
     seed = check.as_int("seed", seed, 0, 2**31 - 1)
     s = CODE[scale]
-    m = zoo.load("code", progress=False)
-    items = corpora.code_tasks(400, 77, **m.spec.options)
-    held_out = zoo.eval_items("code", s["n_eval"])
+    m, items, held_out = _setting("code", 400, s["n_eval"])
     spent: list[float] = []
 
     def reward(item, completion):
@@ -501,42 +518,80 @@ def _job(job: dict) -> dict:
     return {"job": {"kind": kind, **job}, **(code_run(**job) if kind == "code" else arithmetic_run(**job))}
 
 
-def run_jobs(jobs: Sequence[dict], *, workers: int = 2, cache: bool = True) -> list[dict]:
-    """Run :func:`arithmetic_run` / :func:`code_run` jobs in ``workers`` processes; cache the results.
+class Jobs:
+    """:func:`arithmetic_run` / :func:`code_run` jobs running in ``workers`` background processes, each result
+    cached as an artifact as soon as it is done.
 
-    Each job is a dict: ``{"kind": "arithmetic", "method": ..., "seed": ..., ...}`` (the keyword
-    arguments of :func:`arithmetic_run`) or ``{"kind": "code", "seed": ..., ...}``. The results, in the
-    order of ``jobs``, are saved as JSON in ``artifact_dir("lecture16-runs", key)``, the key hashing the
-    code that produces them and the jobs, so a second call (another build, another chapter) loads them.
+    Each job is a dict: ``{"kind": "arithmetic", "method": ..., "seed": ..., ...}`` (the keyword arguments
+    of :func:`arithmetic_run`) or ``{"kind": "code", "seed": ..., ...}``. Creating a ``Jobs`` starts the
+    jobs whose results are not cached and returns at once; :meth:`result` waits for one job, :meth:`results`
+    for several. A result lives in ``artifact_dir("lecture16-run", key)``, the key hashing the code that
+    produces it and the job, so another build (or a build stopped half-way) loads what was already done.
     """
-    import json
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
-    from rl2llm.provenance import artifact_dir, artifact_key
+    def __init__(self, jobs: Sequence[dict], *, workers: int = 2, cache: bool = True):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    jobs = [dict(j) for j in jobs]
-    for i, j in enumerate(jobs):
-        if j.get("kind") not in ("arithmetic", "code"):
-            raise ValueError(f"jobs[{i}] must be a dict with kind 'arithmetic' or 'code', got {check.describe(j)}")
-    workers = check.as_int("workers", workers, 1)
-    cache = check.as_bool("cache", cache)
-    path = None
-    if cache:
+        self.jobs = [dict(j) for j in jobs]
+        for i, j in enumerate(self.jobs):
+            if not isinstance(j, dict) or j.get("kind") not in ("arithmetic", "code"):
+                raise ValueError(f"jobs[{i}] must be a dict with kind 'arithmetic' or 'code', got {check.describe(j)}")
+        workers = check.as_int("workers", workers, 1)
+        cache = check.as_bool("cache", cache)
+        self._paths = [self._path(j) if cache else None for j in self.jobs]
+        self._done: dict[int, dict] = {}
+        for i, path in enumerate(self._paths):
+            if path is not None and path.exists():
+                self._done[i] = json.loads(path.read_text())
+        todo = [i for i in range(len(self.jobs)) if i not in self._done]
+        self._pool = None
+        self._futures = {}
+        if todo and workers > 1:
+            self._pool = ProcessPoolExecutor(min(workers, len(todo)),
+                                             mp_context=multiprocessing.get_context("spawn"))
+            self._futures = {i: self._pool.submit(_job, self.jobs[i]) for i in todo}
+        elif todo:
+            self._futures = {i: None for i in todo}
+
+    @staticmethod
+    def _path(job: dict):
         import rl2llm.offline
         import rl2llm.rlhf
         import rl2llm.sandbox
-        key = artifact_key(sys.modules[__name__], rl2llm.offline, rl2llm.rlhf, rl2llm.sandbox, config={"jobs": jobs})
-        path = artifact_dir("lecture16-runs", key) / "runs.json"
-        if path.exists():
-            return json.loads(path.read_text())
-    if workers == 1:
-        results = [_job(j) for j in jobs]
-    else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(_job, jobs))
-    if path is not None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results))
-        tmp.replace(path)
-    return results
+        from rl2llm.provenance import artifact_dir, artifact_key
+
+        key = artifact_key(sys.modules[__name__], rl2llm.offline, rl2llm.rlhf, rl2llm.sandbox, config={"job": job})
+        return artifact_dir("lecture16-run", key) / "run.json"
+
+    def result(self, i: int) -> dict:
+        """The result of job ``i`` (waits for it)."""
+        i = check.as_int("i", i, 0, len(self.jobs) - 1)
+        if i not in self._done:
+            future = self._futures[i]
+            result = _job(self.jobs[i]) if future is None else future.result()
+            path = self._paths[i]
+            if path is not None:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(result))
+                tmp.replace(path)
+            self._done[i] = result
+            if len(self._done) == len(self.jobs) and self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+        return self._done[i]
+
+    def results(self, indices: Sequence[int] | None = None) -> list[dict]:
+        """The results of jobs ``indices`` (default: all), in that order (waits for them)."""
+        return [self.result(i) for i in (range(len(self.jobs)) if indices is None else indices)]
+
+    def close(self) -> None:
+        """Stop the workers (jobs not yet finished are dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+def run_jobs(jobs: Sequence[dict], *, workers: int = 2, cache: bool = True) -> list[dict]:
+    """Run jobs (see :class:`Jobs`) in ``workers`` processes and return their results in order."""
+    return Jobs(jobs, workers=workers, cache=cache).results()
