@@ -203,3 +203,52 @@ def test_ppo_raises_exact_match_on_arithmetic(arithmetic):
     config = rlhf.RLHFConfig(steps=30, batch_size=64, lr=3e-5, eval_every=30)
     h = rlhf.train_rlhf(model, rlhf.gold_rewards, items[:300], config, seed=0, eval_items=items[300:])
     assert h.eval_proxy[-1] > h.eval_proxy[0] + 0.1, h.eval_proxy
+
+
+# --------------------------------------------------------------------------- the exercise's checker
+
+
+def _solution(sequence_reward, logp_policy, logp_ref, mask, beta):
+    rewards = -beta * (logp_policy - logp_ref) * mask
+    columns = torch.arange(mask.shape[1]).expand_as(mask)
+    last = torch.where(mask.bool(), columns, -1).max(dim=1).values
+    rewards[torch.arange(len(last)), last] += sequence_reward
+    return rewards
+
+
+def test_checker_passes_the_solution_and_agrees_with_the_package():
+    from rl2llm.exercises import _shaped_cases, _shaped_reference, check_shaped_rewards
+    assert check_shaped_rewards(_solution).passed
+    for case in _shaped_cases():
+        t = lambda a: torch.tensor(a, dtype=torch.float64)
+        assert np.allclose(rlhf.shaped_rewards(t(case.reward), t(case.logp), t(case.ref), t(case.mask),
+                                               case.beta).numpy(), _shaped_reference(case))
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (lambda R, p, q, m, b: _solution(R, p, q, m, b) - _solution(R, p, q, m, 0.0)
+     + torch.where(m.bool() & (torch.arange(m.shape[1]) == m.argmax(1, keepdim=True)), R[:, None], 0.0),
+     "first completion token"),
+    (lambda R, p, q, m, b: -b * (p - q) * m + torch.nn.functional.pad(R[:, None], (m.shape[1] - 1, 0)),
+     "last column"),
+    (lambda R, p, q, m, b: -b * (p - q) * m + R[:, None] * m, "every token"),
+    (lambda R, p, q, m, b: _solution(R, q, p, m, b), "sign is flipped"),
+    (lambda R, p, q, m, b: _solution(R, p, q, m, 1.0), "beta is missing"),
+    (lambda R, p, q, m, b: _solution(R, p, q, m, b) - _solution(R, p, q, m, 0.0), "reward is missing"),
+])
+def test_checker_recognises_the_classic_mistakes(mistake, hint):
+    from rl2llm.exercises import check_shaped_rewards
+    result = check_shaped_rewards(mistake)
+    assert not result.passed
+    assert any(hint in f.hint for f in result.failures), result.report()
+
+
+def test_checker_reports_wrong_shapes_none_and_errors():
+    from rl2llm.exercises import check_shaped_rewards
+    assert "shape" in check_shaped_rewards(lambda R, p, q, m, b: R).failures[0].message
+    assert "None" in check_shaped_rewards(lambda R, p, q, m, b: None).failures[0].message
+    assert "ZeroDivisionError" in check_shaped_rewards(lambda R, p, q, m, b: 1 / 0).failures[0].message
+    with pytest.raises(TypeError, match="5 arguments"):
+        check_shaped_rewards(lambda R, p: R)
+    with pytest.raises(TypeError, match="fn must be"):
+        check_shaped_rewards(3)

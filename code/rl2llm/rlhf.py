@@ -51,7 +51,7 @@ from .ppo import clip_fraction, clipped_surrogate
 
 __all__ = ["KLEstimates", "kl_estimators", "exact_kl", "shaped_rewards", "ValueHead", "token_advantages",
            "AdaptiveKLController", "RLHFConfig", "RLHFHistory", "train_rlhf", "gold_rewards",
-           "proxy_story_reward", "evaluate"]
+           "proxy_story_reward", "evaluate", "TASKS", "train_on_task"]
 
 ESTIMATORS = ("k1", "k2", "k3")
 
@@ -563,3 +563,44 @@ def _ppo_epochs(policy, head, optimizer, params, batch, mask, logp_old, adv, ret
             with torch.no_grad():
                 clipped.append(clip_fraction(logp[m].detach(), old, c.clip))
     return float(np.mean(clipped))
+
+
+# --------------------------------------------------------------------------- the chapter's two tasks
+
+#: The two tasks of Lecture 14: the zoo model and checkpoint PPO starts from, the reward it maximises
+#: (``"gold"``: the task's own checker; ``"proxy"``: Lecture 13's proxy reward model) and the prompts.
+TASKS = {
+    "arithmetic": {"model": "arithmetic", "checkpoint": "half-trained", "reward": "gold", "n_train": 300,
+                   "n_eval": 200},
+    "stories": {"model": "stories", "checkpoint": "final", "reward": "proxy", "n_train": 200, "n_eval": 0},
+}
+
+
+def train_on_task(task: str, config: RLHFConfig = RLHFConfig(), seed: int = 0, *,
+                  keep_policy: bool = False) -> RLHFHistory:
+    """:func:`train_rlhf` on one of the chapter's :data:`TASKS`, loading everything it needs by name.
+
+    ``"arithmetic"``: the zoo's half-trained arithmetic model, rewarded 1 for
+    a right answer (the gold reward: verifiable), trained on the first
+    ``n_train`` held-out problems and evaluated (greedy exact match) on the
+    next ``n_eval``. ``"stories"``: the zoo's story model, rewarded by
+    Lecture 13's proxy reward model, with the gold judge logged; its prompts
+    are the zoo's held-out story openings. Made to run in a worker process
+    (:func:`rl2llm.vector.run_in_processes`): the arguments are names and
+    numbers. ``keep_policy``: keep the trained weights in the history
+    (dropped by default: they are large to send between processes).
+    """
+    from . import zoo
+
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {tuple(TASKS)}, got {check.describe(task)}")
+    check.as_bool("keep_policy", keep_policy)
+    spec = TASKS[task]
+    model = zoo.load(spec["model"], spec["checkpoint"], progress=False)
+    items = list(zoo.eval_items(spec["model"], spec["n_train"] + spec["n_eval"]))
+    reward = gold_rewards if spec["reward"] == "gold" else proxy_story_reward
+    history = train_rlhf(model, reward, items[:spec["n_train"]], config, seed, gold_fn=gold_rewards,
+                         eval_items=items[spec["n_train"]:] or None)
+    if not keep_policy:
+        history.policy_state = None
+    return history
