@@ -592,6 +592,7 @@ DPO_RUN_DEFAULTS = dict(data="on-policy", beta=1.0, lr=2e-4, steps=40, batch_siz
                         weights=None)
 
 _PREFS_CACHE: dict = {}
+_REFERENCE_CACHE: dict = {}
 
 
 def dpo_prefs(zoo_model, data: str = "on-policy", *, n_prompts: int = 256, max_new_tokens: int = 80,
@@ -636,8 +637,9 @@ def dpo_run(config: dict | None = None, **overrides) -> dict:
     the training history's lists, ``trainable``, ``memory``
     (:func:`training_memory`), ``seconds`` (training steps only), ``n_pairs``,
     ``reference`` and ``final`` (the first and last evaluations), and the
-    data's mean sentences of chosen and rejected answers and the share of pairs
-    whose chosen answer is the longer (``chosen_longer``). Runs in one PyTorch
+    data's length statistics (mean sentences of the chosen and rejected
+    answers, the shares of pairs whose chosen answer is the longer or the
+    shorter, and the shares of each side over the target). Runs in one PyTorch
     thread; a top-level function, so a process pool can run several at once.
     """
     from .corpora import story_attributes
@@ -677,11 +679,15 @@ def dpo_run(config: dict | None = None, **overrides) -> dict:
                     "samples": texts[:3]}
 
         def callback(step, policy):
-            if step == 0:   # the policy is the reference: sample it once, as the reference
-                texts, _ = sample(zm.model, zm.tokenizer, prompts, cfg["max_new_tokens"], seed=1000 + cfg["seed"])
-                gold = np.array([gold_reward(s, t, **weights) for s, t in zip(test, texts)])
-                ref_texts.update(texts=texts, gold=float(gold.mean()))
-                return {"step": 0, "win_rate": 0.5, "gold": float(gold.mean()), "kl": 0.0,
+            if step == 0:   # the policy is the reference: its samples, once per process and seed
+                key = (cfg["n_test"], cfg["max_new_tokens"], cfg["seed"], repr(sorted(weights.items())))
+                if key not in _REFERENCE_CACHE:
+                    texts, _ = sample(zm.model, zm.tokenizer, prompts, cfg["max_new_tokens"], seed=1000 + cfg["seed"])
+                    gold = np.array([gold_reward(s, t, **weights) for s, t in zip(test, texts)])
+                    _REFERENCE_CACHE[key] = (texts, float(gold.mean()))
+                texts, gold_mean = _REFERENCE_CACHE[key]
+                ref_texts.update(texts=texts, gold=gold_mean)
+                return {"step": 0, "win_rate": 0.5, "gold": gold_mean, "kl": 0.0,
                         **measures(policy, texts)}
             verdict = win_rate(policy, zm.model, zm.tokenizer, test, max_new_tokens=cfg["max_new_tokens"],
                                seed=1000 + cfg["seed"], weights=weights, reference_texts=ref_texts["texts"])
@@ -697,8 +703,16 @@ def dpo_run(config: dict | None = None, **overrides) -> dict:
             "trainable": history.trainable, "seconds": history.seconds, "n_pairs": len(prefs),
             "memory": training_memory(policy, reference_copy=cfg["lora_rank"] is None),
             "gold_reference": ref_texts["gold"], "reference": evals[0], "final": evals[-1],
-            "chosen_sentences": float(np.mean([story_attributes(p.prompt + p.chosen)["n_sentences"] for p in prefs])),
-            "rejected_sentences": float(np.mean([story_attributes(p.prompt + p.rejected)["n_sentences"]
-                                                 for p in prefs])),
-            "chosen_longer": float(np.mean([story_attributes(p.prompt + p.chosen)["n_sentences"]
-                                            > story_attributes(p.prompt + p.rejected)["n_sentences"] for p in prefs]))}
+            **_length_stats(prefs, target)}
+
+
+def _length_stats(prefs, target: int) -> dict:
+    """How the chosen and rejected answers of ``prefs`` compare in sentences (Lecture 15's length gotcha)."""
+    from .corpora import story_attributes
+
+    chosen = np.array([story_attributes(p.prompt + p.chosen)["n_sentences"] for p in prefs])
+    rejected = np.array([story_attributes(p.prompt + p.rejected)["n_sentences"] for p in prefs])
+    return {"chosen_sentences": float(chosen.mean()), "rejected_sentences": float(rejected.mean()),
+            "chosen_longer": float(np.mean(chosen > rejected)), "chosen_shorter": float(np.mean(chosen < rejected)),
+            "chosen_over_target": float(np.mean(chosen > target)),
+            "rejected_over_target": float(np.mean(rejected > target))}
