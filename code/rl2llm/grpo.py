@@ -512,10 +512,18 @@ def code_run(seed: int = 0, *, scale: str = "small", threads: int | None = 1, ti
             "sandbox_calls": len(spent)}
 
 
-def _job(job: dict) -> dict:
+def _job(job: dict, path: str | None = None) -> dict:
+    """Run one job; with ``path``, save its result there (in the worker, so a result survives its caller)."""
     job = dict(job)
     kind = job.pop("kind")
-    return {"job": {"kind": kind, **job}, **(code_run(**job) if kind == "code" else arithmetic_run(**job))}
+    result = {"job": {"kind": kind, **job}, **(code_run(**job) if kind == "code" else arithmetic_run(**job))}
+    if path is not None:
+        from pathlib import Path
+
+        tmp = Path(path).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result))
+        tmp.replace(path)
+    return result
 
 
 class Jobs:
@@ -550,9 +558,12 @@ class Jobs:
         if todo and workers > 1:
             self._pool = ProcessPoolExecutor(min(workers, len(todo)),
                                              mp_context=multiprocessing.get_context("spawn"))
-            self._futures = {i: self._pool.submit(_job, self.jobs[i]) for i in todo}
+            self._futures = {i: self._pool.submit(_job, self.jobs[i], self._str(i)) for i in todo}
         elif todo:
             self._futures = {i: None for i in todo}
+
+    def _str(self, i: int) -> str | None:
+        return None if self._paths[i] is None else str(self._paths[i])
 
     @staticmethod
     def _path(job: dict):
@@ -569,13 +580,7 @@ class Jobs:
         i = check.as_int("i", i, 0, len(self.jobs) - 1)
         if i not in self._done:
             future = self._futures[i]
-            result = _job(self.jobs[i]) if future is None else future.result()
-            path = self._paths[i]
-            if path is not None:
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(result))
-                tmp.replace(path)
-            self._done[i] = result
+            self._done[i] = _job(self.jobs[i], self._str(i)) if future is None else future.result()
             if len(self._done) == len(self.jobs) and self._pool is not None:
                 self._pool.shutdown()
                 self._pool = None
