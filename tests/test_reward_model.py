@@ -214,6 +214,8 @@ def test_model_inputs_are_checked(rm):
         R.train_reward_model([P("a", "b", "c")], steps=0)
     with pytest.raises(ValueError, match="lr"):
         R.train_reward_model([P("a", "b", "c")], lr=0.0)
+    with pytest.raises(ValueError, match="threads"):
+        R.train_reward_model([P("a", "b", "c")], threads=0)
     with pytest.raises(TypeError, match="rm must be a RewardModel"):
         R.pairwise_accuracy("rm", [P("a", "b", "c")])
     with pytest.raises(ValueError, match="against"):

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _validate as check
+from .dqn import flush_denormals, torch_threads
 from .progress import log
 from .provenance import artifact_dir, artifact_key
 from .seeding import seed_everything
@@ -177,14 +178,11 @@ class RewardModel:
         if name not in zoo.SPECS:
             raise ValueError(f"name must be one of the zoo's models {tuple(zoo.SPECS)}, got {name!r}")
         seed = check.as_int("seed", seed, 0)
-        path = zoo.load(name, progress=False).path
+        path, tokenizer = _zoo_base(name)
         torch.manual_seed(seed)
         model = _load_classifier(path)
         with torch.no_grad():  # the head: small random weights from this seed (the body is the zoo's)
             model.score.weight.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(seed))
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, {"base": name, "seed": seed})
 
     def rewards(self, texts: Sequence[str], *, max_length: int | None = None) -> torch.Tensor:
@@ -192,14 +190,15 @@ class RewardModel:
         batch = encode_texts(self.tokenizer, texts, max_length=max_length)
         return self.model(**batch, use_cache=False).logits.squeeze(-1)
 
-    def score(self, texts: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
-        """Rewards of ``texts`` as a float array, in batches, without gradients."""
+    def score(self, texts: Sequence[str], *, batch_size: int = 256, threads: int | None = 1) -> np.ndarray:
+        """Rewards of ``texts`` as a float array, in batches, without gradients (``threads``: PyTorch
+        threads, as in :func:`train_reward_model`)."""
         texts = _check_texts("texts", texts)
         batch_size = check.as_int("batch_size", batch_size, 1)
         was_training = self.model.training
         self.model.eval()
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(threads), flush_denormals():
             for i in range(0, len(texts), batch_size):
                 out.append(self.rewards(texts[i:i + batch_size]).double().numpy())
         self.model.train(was_training)
@@ -233,6 +232,21 @@ class RewardModel:
             raise ValueError(f"path must be a folder written by RewardModel.save, got {str(path)!r}")
         config = json.loads((path / "reward_model.json").read_text())
         return cls(_load_classifier(path).eval(), AutoTokenizer.from_pretrained(path), config)
+
+
+_BASES: dict[str, tuple] = {}
+
+
+def _zoo_base(name: str):
+    """The zoo model's folder and tokenizer, looked up once per process (many reward models share them)."""
+    if name not in _BASES:
+        from transformers import AutoTokenizer
+
+        from . import zoo
+
+        path = zoo.ensure(name, progress=False) / "final"
+        _BASES[name] = (path, AutoTokenizer.from_pretrained(path))
+    return _BASES[name]
 
 
 def _load_classifier(path):
@@ -280,7 +294,7 @@ def preference_texts(prefs) -> tuple[list[str], list[str]]:
 
 def train_reward_model(prefs, *, seed: int = 0, steps: int = 100, lr: float = 5e-4, batch_size: int = 16,
                        base: str = "stories", weight_decay: float = 0.0, margin: bool = False,
-                       max_length: int | None = 96) -> tuple[RewardModel, dict]:
+                       max_length: int | None = 96, threads: int | None = 1) -> tuple[RewardModel, dict]:
     """Fit a reward model to judged pairs by minimising :func:`bradley_terry_loss` with AdamW.
 
     Starts from :meth:`RewardModel.from_zoo` (``base``, ``seed``) and takes
@@ -288,7 +302,9 @@ def train_reward_model(prefs, *, seed: int = 0, steps: int = 100, lr: float = 5e
     ``prefs`` (the same ``seed`` gives the same order). ``margin``: subtract
     each pair's gold margin (``gold_chosen - gold_rejected``) as TRL's margin
     column does (the judge's strength of preference; off by default: people
-    rarely give one). ``history``: ``loss`` and ``accuracy`` (on the batch) per step.
+    rarely give one). ``threads``: PyTorch threads while training (default 1: the same numbers on
+    any machine, and on a busy machine far faster than several threads fighting for the cores;
+    ``None`` leaves the setting alone). ``history``: ``loss`` and ``accuracy`` (on the batch) per step.
     """
     prefs = _check_prefs("prefs", prefs)
     seed = check.as_int("seed", seed, 0)
@@ -299,6 +315,8 @@ def train_reward_model(prefs, *, seed: int = 0, steps: int = 100, lr: float = 5e
     margin = check.as_bool("margin", margin)
     if max_length is not None:
         max_length = check.as_int("max_length", max_length, 2)
+    if threads is not None:
+        threads = check.as_int("threads", threads, 1)
     chosen, rejected = preference_texts(prefs)
     margins = None
     if margin:
@@ -311,18 +329,19 @@ def train_reward_model(prefs, *, seed: int = 0, steps: int = 100, lr: float = 5e
     history = {"loss": [], "accuracy": []}
     order: list[int] = []
     b = min(batch_size, len(prefs))
-    for _ in range(steps):
-        if len(order) < b:
-            order += rng.permutation(len(prefs)).tolist()
-        idx, order = order[:b], order[b:]
-        r = rm.rewards([chosen[i] for i in idx] + [rejected[i] for i in idx], max_length=max_length)
-        r_c, r_r = r[:b], r[b:]
-        loss = bradley_terry_loss(r_c, r_r, None if margins is None else margins[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history["loss"].append(float(loss.detach()))
-        history["accuracy"].append(float((r_c > r_r).float().mean()))
+    with torch_threads(threads), flush_denormals():
+        for _ in range(steps):
+            if len(order) < b:
+                order += rng.permutation(len(prefs)).tolist()
+            idx, order = order[:b], order[b:]
+            r = rm.rewards([chosen[i] for i in idx] + [rejected[i] for i in idx], max_length=max_length)
+            r_c, r_r = r[:b], r[b:]
+            loss = bradley_terry_loss(r_c, r_r, None if margins is None else margins[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history["loss"].append(float(loss.detach()))
+            history["accuracy"].append(float((r_c > r_r).float().mean()))
     model.eval()
     return rm, history
 
@@ -495,24 +514,39 @@ def _log_comb(n, k):
 
 
 #: The proxy reward model's recipe (Lecture 13 shows its over-optimisation; Lecture 14 optimises it).
-PROXY_CONFIG = {"base": "stories", "n_prompts": 300, "noise": 0.5, "weights": {"length_weight": -0.3},
-                "steps": 120, "lr": 5e-4, "batch_size": 16, "temperature": 1.0, "data_seed": 7}
+#: Its judge has a quirk: asked for stories that teach a lesson, it over-weights the moral (2 points
+#: against the gold judge's 0.5) and mildly prefers sad stories (sentiment weight -0.5 against +1).
+PROXY_CONFIG = {"base": "stories", "n_prompts": 200, "noise": 0.5,
+                "weights": {"moral_bonus": 2.0, "sentiment_weight": -0.5},
+                "steps": 80, "lr": 5e-4, "batch_size": 16, "temperature": 1.0, "data_seed": 7}
+
+_PREFERENCE_CACHE: dict[str, list] = {}
 
 
 def proxy_preferences(config: dict | None = None) -> list:
-    """The comparisons the proxy learns from: two samples per held-out story opening, judged with noise.
+    """The comparisons the proxy learns from: two samples per story opening, judged with noise.
 
-    The judge of the proxy's data is the gold judge with the weights in
-    ``config["weights"]`` (by default one that *likes* length: the common
-    bias of real raters), so the proxy has an error to exploit.
+    The judge is the gold judge (:func:`rl2llm.preferences.preference_pairs`)
+    with the weights in ``config["weights"]``: by default the quirky judge of
+    :data:`PROXY_CONFIG`, so the proxy has an error to exploit. The openings
+    are not the zoo's held-out ones. Kept in memory per config (sampling them
+    is the slow part).
     """
     from . import preferences, zoo
 
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config must be a dict of PROXY_CONFIG's keys, got {check.describe(config)}")
+    unknown = set(config or {}) - set(PROXY_CONFIG)
+    if unknown:
+        raise ValueError(f"config has unknown keys {sorted(unknown)}; known: {sorted(PROXY_CONFIG)}")
     config = {**PROXY_CONFIG, **(config or {})}
-    items = _training_items(config["n_prompts"], config["data_seed"])
-    return preferences.preference_pairs(zoo.load(config["base"], progress=False), items, noise=config["noise"],
-                                        temperature=config["temperature"], seed=config["data_seed"],
-                                        weights=config["weights"])
+    key = json.dumps(config, sort_keys=True)
+    if key not in _PREFERENCE_CACHE:
+        items = _training_items(config["n_prompts"], config["data_seed"])
+        _PREFERENCE_CACHE[key] = preferences.preference_pairs(
+            zoo.load(config["base"], progress=False), items, noise=config["noise"],
+            temperature=config["temperature"], seed=config["data_seed"], weights=config["weights"])
+    return list(_PREFERENCE_CACHE[key])
 
 
 def _training_items(n: int, seed: int):
