@@ -547,7 +547,8 @@ class Jobs:
                 raise ValueError(f"jobs[{i}] must be a dict with kind 'arithmetic' or 'code', got {check.describe(j)}")
         workers = check.as_int("workers", workers, 1)
         cache = check.as_bool("cache", cache)
-        self._paths = [self._path(j) if cache else None for j in self.jobs]
+        code_key = self._code_key() if cache else None   # the code's hash, once (hashing takes a while)
+        self._paths = [self._path(code_key, j) if cache else None for j in self.jobs]
         self._done: dict[int, dict] = {}
         for i, path in enumerate(self._paths):
             if path is not None and path.exists():
@@ -566,14 +567,22 @@ class Jobs:
         return None if self._paths[i] is None else str(self._paths[i])
 
     @staticmethod
-    def _path(job: dict):
+    def _code_key() -> str:
         import rl2llm.offline
         import rl2llm.rlhf
         import rl2llm.sandbox
-        from rl2llm.provenance import artifact_dir, artifact_key
+        from rl2llm.provenance import artifact_key
 
-        key = artifact_key(sys.modules[__name__], rl2llm.offline, rl2llm.rlhf, rl2llm.sandbox, config={"job": job})
-        return artifact_dir("lecture16-run", key) / "run.json"
+        return artifact_key(sys.modules[__name__], rl2llm.offline, rl2llm.rlhf, rl2llm.sandbox)
+
+    @staticmethod
+    def _path(code_key: str, job: dict):
+        import hashlib
+
+        from rl2llm.provenance import artifact_dir
+
+        text = json.dumps({"code": code_key, "job": job}, sort_keys=True)
+        return artifact_dir("lecture16-run", hashlib.sha256(text.encode()).hexdigest()[:16]) / "run.json"
 
     def result(self, i: int) -> dict:
         """The result of job ``i`` (waits for it)."""
