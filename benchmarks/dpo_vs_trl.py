@@ -98,7 +98,7 @@ def quality(policy, zm, prefs, test, args) -> dict:
 
 
 def run(args) -> dict:
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TQDM_DISABLE"):
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
         os.environ.setdefault(name, "1")
     torch.set_num_threads(args.threads)
     zm = zoo.load("stories")

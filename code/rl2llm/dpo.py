@@ -69,6 +69,14 @@ def _as_logps(name: str, value) -> torch.Tensor:
     return value
 
 
+def _as_lengths(name: str, value, like: torch.Tensor) -> torch.Tensor:
+    value = torch.as_tensor(value, dtype=like.dtype)
+    if value.shape != like.shape or not bool((value >= 1).all()):
+        raise ValueError(f"{name} must hold one token count >= 1 per pair (shape {tuple(like.shape)}), "
+                         f"got {value.tolist()[:5]}")
+    return value
+
+
 @dataclass
 class DPOLoss:
     """The value of :func:`dpo_loss`: ``loss`` (the batch mean, differentiable), the implicit
@@ -143,25 +151,25 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     if chosen_lengths is not None and loss_type != "ipo":
         raise ValueError(f"chosen_lengths and rejected_lengths normalise the ipo loss only, "
                          f"got loss_type={loss_type!r}")
+    if chosen_lengths is not None:
+        chosen_lengths = _as_lengths("chosen_lengths", chosen_lengths, pc)
+        rejected_lengths = _as_lengths("rejected_lengths", rejected_lengths, pc)
     rc, rr = rc.to(pc.dtype), rr.to(pc.dtype)
+    # The loss itself: log-ratios against the reference, then one of three shapes.
     chosen_ratio, rejected_ratio = pc - rc, pr - rr
     if loss_type == "sigmoid":
         h = beta * (chosen_ratio - rejected_ratio)
-        per_pair = -(1 - label_smoothing) * F.logsigmoid(h) - label_smoothing * F.logsigmoid(-h)
+        eps = label_smoothing
+        per_pair = -(1 - eps) * F.logsigmoid(h) - eps * F.logsigmoid(-h)
     elif loss_type == "hinge":
         per_pair = torch.relu(1 - beta * (chosen_ratio - rejected_ratio))
-    else:
+    else:  # ipo: regress the margin to 1 / (2 beta); TRL first averages each side per token
         if chosen_lengths is not None:
-            lengths = []
-            for name, value in (("chosen_lengths", chosen_lengths), ("rejected_lengths", rejected_lengths)):
-                value = torch.as_tensor(value, dtype=pc.dtype)
-                if value.shape != pc.shape or not bool((value >= 1).all()):
-                    raise ValueError(f"{name} must hold one token count >= 1 per pair (shape {tuple(pc.shape)}), "
-                                     f"got {value.tolist()[:5]}")
-                lengths.append(value)
-            chosen_ratio, rejected_ratio = chosen_ratio / lengths[0], rejected_ratio / lengths[1]
+            chosen_ratio = chosen_ratio / chosen_lengths
+            rejected_ratio = rejected_ratio / rejected_lengths
         per_pair = (chosen_ratio - rejected_ratio - 1 / (2 * beta)) ** 2
-    return DPOLoss(per_pair.mean(), (beta * (pc - rc)).detach(), (beta * (pr - rr)).detach(), per_pair)
+    rewards = (beta * (pc - rc)).detach(), (beta * (pr - rr)).detach()
+    return DPOLoss(per_pair.mean(), *rewards, per_pair)
 
 
 # --------------------------------------------------------------------------- the closed form
@@ -337,10 +345,14 @@ LossFn = Callable[[PairLogps, PairLogps], torch.Tensor]
 def _with_lora(model, rank: int, alpha: float, seed: int):
     from peft import LoraConfig, get_peft_model
 
+    import warnings
+
     torch.manual_seed(seed)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():   # transformers' renamed checkpointing switch, asked for by peft
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, config)
 
 
 def train_preferences(zoo_model, prefs: Sequence[Preference], loss_fn: LossFn, *, steps: int, lr: float,
@@ -651,7 +663,11 @@ def dpo_run(config: dict | None = None, **overrides) -> dict:
         if name not in cfg:
             raise ValueError(f"config: unknown setting {name!r} (known: {sorted(cfg)})")
         cfg[name] = value
-    with torch_threads(1):
+    import warnings
+
+    with torch_threads(1), warnings.catch_warnings():
+        # peft reads a checkpointing switch that transformers renamed: a FutureWarning per adapter
+        warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
         zm = load("stories", progress=False)
         prefs = dpo_prefs(zm, cfg["data"], n_prompts=cfg["n_prompts"], max_new_tokens=cfg["max_new_tokens"],
                           off_policy_temperature=cfg["off_policy_temperature"], weights=cfg["weights"])
