@@ -422,3 +422,11 @@ def test_the_benchmark_quick_run_trains_both_sides(tmp_path):
     result = bench.main(["--quick", "--out", str(out)])
     assert set(result["curves"]) == {"rl2llm", "trl"} and all(len(c[0]) == 4 for c in result["curves"].values())
     assert out.exists() and result["summary"]["speed_ratio"] > 0
+
+
+def test_the_checkers_reference_is_dpo_loss():
+    from rl2llm.exercises import _dpo_cases, _dpo_reference
+
+    for case in _dpo_cases():
+        t = [torch.tensor(a, dtype=torch.float64) for a in case.logps]
+        assert np.allclose(_dpo_reference(case.logps, case.beta), dpo.dpo_loss(*t, case.beta).per_pair.numpy())

@@ -367,7 +367,7 @@ def train_preferences(zoo_model, prefs: Sequence[Preference], loss_fn: LossFn, *
     ``needs_reference`` is False), and returns the scalar loss. Each step draws
     ``batch_size`` pairs at random (without replacement within an epoch, seeded
     by ``seed``) and takes one AdamW step at ``lr`` (gradients clipped to
-    ``max_grad_norm``). ``lora_rank``: train a LoRA adapter of that rank on
+    ``max_grad_norm``; PyTorch's fused AdamW). ``lora_rank``: train a LoRA adapter of that rank on
     every linear layer (``peft``) instead of every weight; the reference is the
     model with its adapter off, so no second copy is kept. ``callback(step,
     policy)`` runs before the first step and every ``eval_every`` steps (and
@@ -415,7 +415,7 @@ def train_preferences(zoo_model, prefs: Sequence[Preference], loss_fn: LossFn, *
     policy.train()
     params = [p for p in policy.parameters() if p.requires_grad]
     history = PreferenceHistory(trainable=int(sum(p.numel() for p in params)))
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)   # one kernel per update
     rng = np.random.default_rng(seed)
     order: list[int] = []
 

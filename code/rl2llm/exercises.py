@@ -2172,20 +2172,20 @@ def _dpo_cases() -> list[_DPOCase]:
 
 
 def _dpo_reference(logps, beta: float, variant: str = "right") -> np.ndarray:
-    import torch
+    """-log sigmoid(beta * margin) per pair, computed stably; ``variant`` reproduces a classic mistake.
 
-    from .dpo import dpo_loss
-
+    The same formula as :func:`rl2llm.dpo.dpo_loss` (``tests/test_dpo.py`` checks that they agree),
+    written out here so that this module does not import the language-model stack.
+    """
     pc, pr, rc, rr = (np.asarray(a, dtype=float) for a in logps)
     if variant == "no reference":
         rc, rr = np.zeros_like(rc), np.zeros_like(rr)
     elif variant == "swapped":
         pc, pr, rc, rr = pr, pc, rr, rc
+    margin = (pc - rc) - (pr - rr)
     if variant == "beta outside":
-        z = (pc - rc) - (pr - rr)
-        return beta * np.logaddexp(0.0, -z)
-    t = [torch.tensor(a, dtype=torch.float64) for a in (pc, pr, rc, rr)]
-    return dpo_loss(*t, beta).per_pair.numpy()
+        return beta * np.logaddexp(0.0, -margin)
+    return np.logaddexp(0.0, -beta * margin)
 
 
 _DPO_MISTAKES = {
@@ -2203,7 +2203,7 @@ def check_dpo_losses(fn: Callable) -> CheckResult:
     ``-log sigmoid(beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)))`` for
     every pair, within ``1e-6``, on six cases: one pair, several, the policy equal to the reference,
     three values of ``beta``, and margins of hundreds of nats (computed stably, with no overflow to
-    ``inf`` or ``nan``). The reference is :func:`rl2llm.dpo.dpo_loss`. Used by Lecture 15.
+    ``inf`` or ``nan``). The reference is :func:`rl2llm.dpo.dpo_loss`'s formula. Used by Lecture 15.
     """
     checker = "check_dpo_losses"
     _check_callable(fn, checker, 5, _DPO_CALL)
