@@ -215,10 +215,16 @@ class RewardModel:
 
     def save(self, path) -> Path:
         """Write the model, tokenizer and config to the folder ``path`` (``from_pretrained`` reads it)."""
+        import transformers
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
+        transformers.logging.disable_progress_bar()   # "Writing model shards" bars
+        try:
+            self.model.save_pretrained(path)
+            self.tokenizer.save_pretrained(path)
+        finally:
+            transformers.logging.enable_progress_bar()
         (path / "reward_model.json").write_text(json.dumps(self.config, indent=1, sort_keys=True))
         return path
 
@@ -514,10 +520,10 @@ def _log_comb(n, k):
 
 
 #: The proxy reward model's recipe (Lecture 13 shows its over-optimisation; Lecture 14 optimises it).
-#: Its judge has a quirk: asked for stories that teach a lesson, it over-weights the moral (2 points
-#: against the gold judge's 0.5) and mildly prefers sad stories (sentiment weight -0.5 against +1).
+#: Its judge has a quirk: asked for stories that teach a lesson, it over-weights the moral (3 points
+#: against the gold judge's 0.5) and prefers sad stories (sentiment weight -0.7 against +1).
 PROXY_CONFIG = {"base": "stories", "n_prompts": 200, "noise": 0.5,
-                "weights": {"moral_bonus": 2.0, "sentiment_weight": -0.5},
+                "weights": {"moral_bonus": 3.0, "sentiment_weight": -0.7},
                 "steps": 80, "lr": 5e-4, "batch_size": 16, "temperature": 1.0, "data_seed": 7}
 
 _PREFERENCE_CACHE: dict[str, list] = {}
