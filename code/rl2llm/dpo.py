@@ -163,7 +163,7 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
         per_pair = -(1 - eps) * F.logsigmoid(h) - eps * F.logsigmoid(-h)
     elif loss_type == "hinge":
         per_pair = torch.relu(1 - beta * (chosen_ratio - rejected_ratio))
-    else:  # ipo: regress the margin to 1 / (2 beta); TRL first averages each side per token
+    else:  # ipo: the margin regressed to 1 / (2 beta); TRL averages per token first
         if chosen_lengths is not None:
             chosen_ratio = chosen_ratio / chosen_lengths
             rejected_ratio = rejected_ratio / rejected_lengths
@@ -313,6 +313,16 @@ def pair_log_probs(model, batch: SequenceBatch) -> PairLogps:
     return PairLogps(logps[:n], logps[n:], lengths[:n], lengths[n:])
 
 
+def _chunked_pair_log_probs(model, batch: SequenceBatch, chunk: int = 32) -> PairLogps:
+    """:func:`pair_log_probs` of every pair, ``chunk`` pairs at a time, each chunk padded only to its own
+    longest row (one pass over all pairs at once would pad every row to the longest of all)."""
+    n = len(batch) // 2
+    parts = [pair_log_probs(model, _pair_rows(batch, list(range(i, min(i + chunk, n)))))
+             for i in range(0, n, chunk)]
+    return PairLogps(*(torch.cat([getattr(p, f) for p in parts])
+                       for f in ("chosen", "rejected", "chosen_lengths", "rejected_lengths")))
+
+
 def _pair_rows(batch: SequenceBatch, index: Sequence[int]) -> SequenceBatch:
     n = len(batch) // 2
     return batch.select(list(index) + [n + i for i in index])
@@ -409,9 +419,9 @@ def train_preferences(zoo_model, prefs: Sequence[Preference], loss_fn: LossFn, *
         with torch.no_grad():
             if lora_rank is not None:
                 with policy.disable_adapter():
-                    reference = pair_log_probs(policy, batch)
+                    reference = _chunked_pair_log_probs(policy, batch)
             else:
-                reference = pair_log_probs(zoo_model.model, batch)
+                reference = _chunked_pair_log_probs(zoo_model.model, batch)
     policy.train()
     params = [p for p in policy.parameters() if p.requires_grad]
     history = PreferenceHistory(trainable=int(sum(p.numel() for p in params)))
