@@ -253,9 +253,10 @@ def _token_advantages(r, v, m, gamma, lam):
     mask = m.numpy()
     next_values = np.zeros_like(v)
     next_values[:, :-1] = v[:, 1:] * mask[:, 1:]
-    terminated = mask & ~np.pad(mask[:, 1:], ((0, 0), (0, 1)))   # the last completion token of each row
-    terminated |= ~mask                                           # prompt and padding: cut the recursion
-    adv = gae(r.T, v.T, next_values.T, terminated.T, np.zeros_like(terminated.T), gamma, lam).T * mask
+    # each row's last completion token is terminal; so are prompt and padding (no recursion)
+    terminated = (mask & ~np.pad(mask[:, 1:], ((0, 0), (0, 1)))) | ~mask
+    truncated = np.zeros_like(terminated)
+    adv = gae(r.T, v.T, next_values.T, terminated.T, truncated.T, gamma, lam).T * mask
     adv = torch.as_tensor(adv, dtype=torch.float32)
     return adv, adv + torch.as_tensor(v, dtype=torch.float32)
 
@@ -279,7 +280,7 @@ class AdaptiveKLController:
         self.horizon = check.as_int("horizon", horizon, 1)
 
     def update(self, kl: float, n_steps: int) -> float:
-        """Move ``beta`` after a batch of ``n_steps`` samples whose mean KL was ``kl``; return the new ``beta``."""
+        """Move ``beta`` after ``n_steps`` samples of mean KL ``kl``; return it."""
         kl = check.as_real("kl", kl)
         n_steps = check.as_int("n_steps", n_steps, 1)
         error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
@@ -540,8 +541,9 @@ def _generate(policy, tokenizer, items, c, seed):
                     temperature=c.eval_temperature, seed=seed)
 
 
-def _ppo_epochs(policy, head, optimizer, params, batch, mask, logp_old, adv, returns, c, rng) -> float:
-    """``ppo_epochs`` passes of minibatch steps on one batch; returns the last epoch's clip fraction."""
+def _ppo_epochs(policy, head, optimizer, params, batch, mask, logp_old, adv, returns, c,
+                rng) -> float:
+    """``ppo_epochs`` passes of minibatch steps on one batch; the last epoch's clip fraction."""
     n = batch.input_ids.shape[0]
     clipped = []
     for _ in range(c.ppo_epochs):
@@ -551,7 +553,8 @@ def _ppo_epochs(policy, head, optimizer, params, batch, mask, logp_old, adv, ret
             width = mb.input_ids.shape[1]
             index = torch.as_tensor(index)
             m = mask[index, :width]
-            old, a, ret = logp_old[index, :width][m], adv[index, :width][m], returns[index, :width][m]
+            old = logp_old[index, :width][m]
+            a, ret = adv[index, :width][m], returns[index, :width][m]
             logp, values = _forward(policy, head, mb)
             policy_loss = -clipped_surrogate(logp[m], old, a, c.clip)
             value_loss = 0.5 * ((values[m] - ret) ** 2).mean()
