@@ -253,7 +253,7 @@ def _token_advantages(r, v, m, gamma, lam):
     mask = m.numpy()
     next_values = np.zeros_like(v)
     next_values[:, :-1] = v[:, 1:] * mask[:, 1:]
-    # each row's last completion token is terminal; so are prompt and padding (no recursion)
+    # terminal: each row's last completion token, the prompt and the padding
     terminated = (mask & ~np.pad(mask[:, 1:], ((0, 0), (0, 1)))) | ~mask
     truncated = np.zeros_like(terminated)
     adv = gae(r.T, v.T, next_values.T, terminated.T, truncated.T, gamma, lam).T * mask
@@ -541,9 +541,9 @@ def _generate(policy, tokenizer, items, c, seed):
                     temperature=c.eval_temperature, seed=seed)
 
 
-def _ppo_epochs(policy, head, optimizer, params, batch, mask, logp_old, adv, returns, c,
-                rng) -> float:
-    """``ppo_epochs`` passes of minibatch steps on one batch; the last epoch's clip fraction."""
+def _ppo_epochs(policy, head, optimizer, params, batch, mask, logp_old, adv, returns,
+                c, rng) -> float:
+    """``ppo_epochs`` passes of minibatch steps; returns the clip fraction."""
     n = batch.input_ids.shape[0]
     clipped = []
     for _ in range(c.ppo_epochs):
