@@ -529,6 +529,16 @@ PROXY_CONFIG = {"base": "stories", "n_prompts": 200, "noise": 0.5,
 _PREFERENCE_CACHE: dict[str, list] = {}
 
 
+def _proxy_config(config) -> dict:
+    """:data:`PROXY_CONFIG` updated with ``config`` (checked: a dict of its keys, or None)."""
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config must be a dict of PROXY_CONFIG's keys, got {check.describe(config)}")
+    unknown = set(config or {}) - set(PROXY_CONFIG)
+    if unknown:
+        raise ValueError(f"config has unknown keys {sorted(unknown)}; known: {sorted(PROXY_CONFIG)}")
+    return {**PROXY_CONFIG, **(config or {})}
+
+
 def proxy_preferences(config: dict | None = None) -> list:
     """The comparisons the proxy learns from: two samples per story opening, judged with noise.
 
@@ -540,12 +550,7 @@ def proxy_preferences(config: dict | None = None) -> list:
     """
     from . import preferences, zoo
 
-    if config is not None and not isinstance(config, dict):
-        raise TypeError(f"config must be a dict of PROXY_CONFIG's keys, got {check.describe(config)}")
-    unknown = set(config or {}) - set(PROXY_CONFIG)
-    if unknown:
-        raise ValueError(f"config has unknown keys {sorted(unknown)}; known: {sorted(PROXY_CONFIG)}")
-    config = {**PROXY_CONFIG, **(config or {})}
+    config = _proxy_config(config)
     key = json.dumps(config, sort_keys=True)
     if key not in _PREFERENCE_CACHE:
         items = _training_items(config["n_prompts"], config["data_seed"])
@@ -571,12 +576,7 @@ def proxy_reward_model(*, seed: int = 0, config: dict | None = None, progress: b
     cache key hashes this module's code, the config and the seed.
     """
     seed = check.as_int("seed", seed, 0)
-    if config is not None and not isinstance(config, dict):
-        raise TypeError(f"config must be a dict of PROXY_CONFIG's keys, got {check.describe(config)}")
-    unknown = set(config or {}) - set(PROXY_CONFIG)
-    if unknown:
-        raise ValueError(f"config has unknown keys {sorted(unknown)}; known: {sorted(PROXY_CONFIG)}")
-    config = {**PROXY_CONFIG, **(config or {})}
+    config = _proxy_config(config)
     from . import zoo
 
     key = artifact_key(train_reward_model, proxy_preferences, config={"config": config, "seed": seed,
