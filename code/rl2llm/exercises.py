@@ -2334,14 +2334,14 @@ def check_shaped_rewards(fn: Callable) -> CheckResult:
     the masked tokens, plus ``sequence_reward`` on each row's last masked
     token, 0 elsewhere, within ``1e-6``, on four batches (prompts of several
     lengths, one-token answers, ``beta = 0``, a large ``beta``). The reference
-    is :func:`rl2llm.rlhf.shaped_rewards` with ``estimator="k1"``. The hints
+    is written out in numpy here (``tests/test_rlhf.py`` checks it equals
+    :func:`rl2llm.rlhf.shaped_rewards` with ``estimator="k1"``; importing that
+    module here would tie every chapter's cache to Part IV's code). The hints
     recognise the reward on the first token, on the last column or on every
     token, the KL's sign flipped, k3 instead of k1, the penalty off the
     mask, ``beta`` or the reward forgotten.
     """
     import torch
-
-    from .rlhf import shaped_rewards
 
     checker = "check_shaped_rewards"
     call = "fn(sequence_reward, logp_policy, logp_ref, mask, beta)"
@@ -2350,7 +2350,7 @@ def check_shaped_rewards(fn: Callable) -> CheckResult:
     for case in _shaped_cases():
         t = lambda a: torch.tensor(a, dtype=torch.float64)
         args = (t(case.reward), t(case.logp), t(case.ref), t(case.mask), case.beta)
-        want = shaped_rewards(*args[:4], case.beta, "k1").numpy()
+        want = _shaped_reference(case)
         answer, error = _call(fn, args)
         if error:
             if error == first_error:
