@@ -22,6 +22,14 @@ One module per idea; each module's docstring names the lecture that uses it.
 * :mod:`rl2llm.lm` — language-model training, perplexity, decoding filters, power-law fits (Lecture 12)
 * :mod:`rl2llm.corpora` — generated stories, arithmetic and code tasks with their checks (Parts III and IV)
 * :mod:`rl2llm.zoo` — the book's small pretrained language models, trained once and cached (Parts III and IV)
+* :mod:`rl2llm.sequences` — prompts and completions as token batches: encode, sample with the drawn ids, log-probabilities (Part IV)
+* :mod:`rl2llm.preferences` — the hidden gold judge, its Bradley–Terry noise, comparisons of a model's answers (Part IV)
+* :mod:`rl2llm.reward_model` — Bradley–Terry and Plackett–Luce reward models, calibration, ensembles, best-of-n (Lecture 13)
+* :mod:`rl2llm.rlhf` — PPO for language models: per-token KL estimators, shaped rewards, value head, adaptive KL (Lecture 14)
+* :mod:`rl2llm.dpo` — DPO, IPO and hinge losses, the closed-form optimum, preference training, LoRA (Lecture 15)
+* :mod:`rl2llm.offline` — KTO, SimPO, ORPO and CPO losses (Lecture 16)
+* :mod:`rl2llm.grpo` — GRPO, Dr. GRPO and RLOO: group advantages and the clipped loss (Lecture 16)
+* :mod:`rl2llm.sandbox` — unit tests of generated code in a limited subprocess (Lecture 16)
 * :mod:`rl2llm.exercises` — checkers for the exercises a reader solves in code
 * :mod:`rl2llm.plotting` — the book's figure style and shared plots
 * :mod:`rl2llm.seeding` — the one seeding helper
