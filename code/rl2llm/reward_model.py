@@ -437,8 +437,12 @@ def ensemble_scores(models: Sequence[RewardModel], texts: Sequence[str]) -> tupl
 def best_of_n_kl(n) -> float:
     """The KL divergence of best-of-``n`` sampling from the policy: ``log n - (n - 1) / n`` nats.
 
-    Exact when the reward has no ties (Stiennon et al. 2020, appendix; Gao et
-    al. 2023 use it as the x axis of over-optimisation). ``n = 1`` costs 0.
+    Exact when no single answer is likely to be drawn twice (a continuous
+    reward over a vast answer space: Stiennon et al. 2020, appendix; Gao et al.
+    2023 use it as the x axis of over-optimisation); for a policy that gives
+    single answers noticeable probability it is an upper bound (Beirami et al.
+    2024): two equally likely answers and ``n = 2`` give 0.131 nats, not 0.193.
+    ``n = 1`` costs 0.
     """
     n = check.as_int("n", n, 1)
     return math.log(n) - (n - 1) / n
