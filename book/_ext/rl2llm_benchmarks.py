@@ -108,6 +108,23 @@ class _ResultsDirective(SphinxDirective):
         return f" Load average (1 min) {before:.2f} before and {after:.2f} after" + (f": {consequence}" if busy
                                                                                      else ".")
 
+    @staticmethod
+    def _round_spread(data: dict, library: str, field: str, fmt) -> str:
+        """The slowest and the fastest timed round of ``library`` (``field`` of its rows, written with ``fmt``)."""
+        speeds = [r[field] for r in data.get("rows", []) if r["library"] == library]
+        return f"{fmt(min(speeds))} to {fmt(max(speeds))}" if speeds else "not recorded"
+
+    @staticmethod
+    def _curve_table(means: dict, headers: tuple[str, str, str], missing: str) -> nodes.Node:
+        """Two sides' per-step curves (``means["rl2llm"]``, ``means["trl"]``) every few steps, as a table."""
+        if set(means) != {"rl2llm", "trl"}:
+            return _paragraph(missing)
+        n = min(len(means["rl2llm"]), len(means["trl"]))
+        every = max(1, n // 8)
+        marks = sorted(set(list(range(0, n, every)) + [n - 1]))
+        rows = [(str(i + 1), f"{means['rl2llm'][i]:.3f}", f"{means['trl'][i]:.3f}") for i in marks]
+        return _table(headers, rows)
+
     def _missing(self, command: str, minutes: str) -> list[nodes.Node]:
         if self.manager:
             return [_paragraph("Not measured yet: this section will show the result and its verdict once it "
@@ -494,9 +511,8 @@ class GPTBenchmark(_ResultsDirective):
                               [("the book's transformer", _fmt_int(ours["tokens_per_second"])),
                                ("Hugging Face transformers", _fmt_int(theirs["tokens_per_second"]))]))
         else:
-            def spread(library: str) -> str:   # the slowest and the fastest timed round
-                speeds = [r["tokens_per_second"] for r in data.get("rows", []) if r["library"] == library]
-                return f"{_fmt_int(min(speeds))} to {_fmt_int(max(speeds))}" if speeds else "not recorded"
+            def spread(library: str) -> str:
+                return self._round_spread(data, library, "tokens_per_second", _fmt_int)
             out.append(_table(("implementation", "tokens/s (median of rounds)", "rounds (slowest to fastest)",
                                "tokens/s by CPU time", "loss at the end"),
                               [("rl2llm GPT", _fmt_int(ours["tokens_per_second"]), spread("rl2llm"),
@@ -577,8 +593,7 @@ class DPOBenchmark(_ResultsDirective):
                                 f"{theirs['win_rate']:.0%}")]))
         else:
             def spread(library: str) -> str:
-                speeds = [r["steps_per_second"] for r in data.get("rows", []) if r["library"] == library]
-                return f"{min(speeds):.2f} to {max(speeds):.2f}" if speeds else "not recorded"
+                return self._round_spread(data, library, "steps_per_second", lambda v: f"{v:.2f}")
             out.append(_table(("implementation", "steps/s (median)", "rounds (slowest to fastest)",
                                "steps/s by CPU time", "win rate vs start", "KL (nats)", "DPO loss, all pairs"),
                               [(name, f"{x['steps_per_second']:.2f}", spread(key), f"{x['cpu_steps_per_second']:.2f}",
@@ -614,13 +629,8 @@ class DPOBenchmark(_ResultsDirective):
         curves = data.get("curves", {})
         means = {k: [sum(c[i] for c in v) / len(v) for i in range(min(len(c) for c in v))]
                  for k, v in curves.items() if v}
-        if set(means) != {"rl2llm", "trl"}:
-            return _paragraph("Loss curves not recorded.")
-        n = min(len(means["rl2llm"]), len(means["trl"]))
-        every = max(1, n // 8)
-        marks = sorted(set(list(range(0, n, every)) + [n - 1]))
-        rows = [(str(i + 1), f"{means['rl2llm'][i]:.3f}", f"{means['trl'][i]:.3f}") for i in marks]
-        return _table(("training step", "loss, rl2llm.dpo (mean of rounds)", "loss, TRL (mean of rounds)"), rows)
+        return self._curve_table(means, ("training step", "loss, rl2llm.dpo (mean of rounds)",
+                                         "loss, TRL (mean of rounds)"), "Loss curves not recorded.")
 
     def _notes(self, data: dict) -> nodes.paragraph:
         m, v, st = data["machine"], data["versions"], data["settings"]
@@ -673,8 +683,7 @@ class GRPOBenchmark(_ResultsDirective):
                                 f"{theirs['em_after_mean']:.1%}")]))
         else:
             def spread(library: str) -> str:
-                speeds = [r["steps_per_second"] for r in data.get("rows", []) if r["library"] == library]
-                return f"{min(speeds):.2f} to {max(speeds):.2f}" if speeds else "not recorded"
+                return self._round_spread(data, library, "steps_per_second", lambda v: f"{v:.2f}")
             out.append(_table(("implementation", "steps/s (median)", "rounds (slowest to fastest)",
                                "steps/s by CPU time", "exact match after, per round", "mean"),
                               [(name, f"{x['steps_per_second']:.2f}", spread(key), f"{x['cpu_steps_per_second']:.2f}",
@@ -714,14 +723,8 @@ class GRPOBenchmark(_ResultsDirective):
             if curves:
                 n = min(len(c) for c in curves)
                 means[key] = [sum(c[i] for c in curves) / len(curves) for i in range(n)]
-        if set(means) != {"rl2llm", "trl"}:
-            return _paragraph("Reward curves not recorded.")
-        n = min(len(means["rl2llm"]), len(means["trl"]))
-        every = max(1, n // 8)
-        marks = sorted(set(list(range(0, n, every)) + [n - 1]))
-        rows = [(str(i + 1), f"{means['rl2llm'][i]:.3f}", f"{means['trl'][i]:.3f}") for i in marks]
-        return _table(("training step", "reward of the samples, rl2llm.grpo (mean of rounds)",
-                       "reward, TRL (mean of rounds)"), rows)
+        return self._curve_table(means, ("training step", "reward of the samples, rl2llm.grpo (mean of rounds)",
+                                         "reward, TRL (mean of rounds)"), "Reward curves not recorded.")
 
     def _notes(self, data: dict) -> nodes.paragraph:
         m, v, st, s = data["machine"], data["versions"], data["settings"], data["summary"]
