@@ -72,3 +72,32 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.section("execution budget (python3 make.py budget)")
             for line in budget_report(Path(_COLD_BUILD["build"])).splitlines():
                 terminalreporter.write_line(line)
+
+
+def render_benchmark_page(tmp_path: Path, edition: str, directive: str, file_name: str, data) -> str:
+    """The HTML of a one-page site showing one Benchmarks-page directive, in ``edition``.
+
+    ``data``: the results (a dict written as JSON, or the path of a results
+    file to copy) at ``benchmarks/results/<file_name>``, or None for a missing
+    file. Sphinx runs with warnings as errors.
+    """
+    import json
+    import shutil
+
+    src = tmp_path / f"src-{edition}"
+    (src / "benchmarks" / "results").mkdir(parents=True)
+    target = src / "benchmarks" / "results" / file_name
+    if isinstance(data, dict):
+        target.write_text(json.dumps(data))
+    elif data is not None:
+        shutil.copy(data, target)
+    (src / "conf.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO / 'book' / '_ext')!r})\n"
+        "extensions = ['myst_parser', 'rl2llm_benchmarks']\n"
+        f"def setup(app):\n    app.add_config_value('rl2llm_edition', {edition!r}, 'env')\n")
+    (src / "index.md").write_text(f"# Benchmarks\n\n```{{{directive}}} benchmarks/results/{file_name}\n```\n")
+    out = tmp_path / f"out-{edition}"
+    build = subprocess.run([sys.executable, "-m", "sphinx", "-W", "-E", "-b", "html", str(src), str(out)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return (out / "index.html").read_text()

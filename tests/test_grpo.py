@@ -268,26 +268,9 @@ def _bench_results(quick: bool = True, ratio: float = 2.0) -> dict:
 
 
 def _render_bench(tmp_path, edition: str, data: dict | None) -> str:
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
+    from conftest import render_benchmark_page
 
-    repo = Path(__file__).resolve().parents[1]
-    src = tmp_path / f"src-{edition}"
-    (src / "benchmarks" / "results").mkdir(parents=True)
-    if data is not None:
-        (src / "benchmarks" / "results" / "grpo_vs_trl.json").write_text(json.dumps(data))
-    (src / "conf.py").write_text(
-        f"import sys\nsys.path.insert(0, {str(repo / 'book' / '_ext')!r})\n"
-        "extensions = ['myst_parser', 'rl2llm_benchmarks']\n"
-        f"def setup(app):\n    app.add_config_value('rl2llm_edition', {edition!r}, 'env')\n")
-    (src / "index.md").write_text("# Benchmarks\n\n```{grpo-benchmark} benchmarks/results/grpo_vs_trl.json\n```\n")
-    out = tmp_path / f"out-{edition}"
-    build = subprocess.run([sys.executable, "-m", "sphinx", "-W", "-E", "-b", "html", str(src), str(out)],
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    return (out / "index.html").read_text()
+    return render_benchmark_page(tmp_path, edition, "grpo-benchmark", "grpo_vs_trl.json", data)
 
 
 def test_the_benchmark_page_shows_the_grpo_verdict_in_both_editions(tmp_path):

@@ -428,25 +428,9 @@ def test_benchmark_quick_run_compares_all_three_trainers(bench_run):
 
 
 def _render_benchmark_page(tmp_path, edition, results):
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
+    from conftest import render_benchmark_page
 
-    repo = Path(__file__).resolve().parents[1]
-    src = tmp_path / f"src-{edition}"
-    (src / "benchmarks" / "results").mkdir(parents=True)
-    if results is not None:
-        shutil.copy(results, src / "benchmarks" / "results" / "bpe.json")
-    (src / "conf.py").write_text(
-        f"import sys\nsys.path.insert(0, {str(repo / 'book' / '_ext')!r})\n"
-        "extensions = ['myst_parser', 'rl2llm_benchmarks']\n"
-        f"def setup(app):\n    app.add_config_value('rl2llm_edition', {edition!r}, 'env')\n")
-    (src / "index.md").write_text("# Benchmarks\n\n```{bpe-benchmark} benchmarks/results/bpe.json\n```\n")
-    build = subprocess.run([sys.executable, "-m", "sphinx", "-W", "-E", "-b", "html", str(src),
-                            str(tmp_path / f"out-{edition}")], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    return (tmp_path / f"out-{edition}" / "index.html").read_text()
+    return render_benchmark_page(tmp_path, edition, "bpe-benchmark", "bpe.json", results)
 
 
 def test_benchmark_page_renders_in_both_editions(bench_run, tmp_path):
