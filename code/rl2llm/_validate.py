@@ -298,3 +298,17 @@ def transition_table(name: str, table, S: int, A: int):
                 as_int(f"the next state in {where}", nxt, 0, S - 1)
                 as_real(f"the reward in {where}", reward)
     return table
+
+
+def as_strings(name: str, values) -> list[str]:
+    """``values`` as a list of strings (one string alone is refused: it is a sequence of characters)."""
+    if isinstance(values, str):
+        raise TypeError(f"{name} must be a list of strings, not one string (wrap it: [text])")
+    try:
+        values = list(values)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of strings, got {describe(values)}") from None
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise TypeError(f"{name}[{i}] must be a string, got {describe(value)}")
+    return values

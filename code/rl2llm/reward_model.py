@@ -115,19 +115,6 @@ def plackett_luce_loss(scores, ranking) -> torch.Tensor:
 # --------------------------------------------------------------------------- the model
 
 
-def _check_texts(name: str, texts) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError(f"{name} must be a list of strings, not one string (wrap it: [text])")
-    try:
-        texts = list(texts)
-    except TypeError:
-        raise TypeError(f"{name} must be a list of strings, got {check.describe(texts)}") from None
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"{name}[{i}] must be a string, got {check.describe(t)}")
-    return texts
-
-
 def encode_texts(tokenizer, texts: Sequence[str], *, max_length: int | None = None) -> dict:
     """Token ids of ``text + EOS`` for each text, right-padded, as TRL's ``RewardTrainer`` makes them.
 
@@ -139,7 +126,7 @@ def encode_texts(tokenizer, texts: Sequence[str], *, max_length: int | None = No
     """
     if not hasattr(tokenizer, "eos_token_id") or tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
         raise TypeError(f"tokenizer must be a tokenizer with EOS and pad tokens, got {check.describe(tokenizer)}")
-    texts = _check_texts("texts", texts)
+    texts = check.as_strings("texts", texts)
     if not texts:
         raise ValueError("texts must hold at least one text")
     if max_length is not None:
@@ -193,7 +180,7 @@ class RewardModel:
     def score(self, texts: Sequence[str], *, batch_size: int = 256, threads: int | None = 1) -> np.ndarray:
         """Rewards of ``texts`` as a float array, in batches, without gradients (``threads``: PyTorch
         threads, as in :func:`train_reward_model`)."""
-        texts = _check_texts("texts", texts)
+        texts = check.as_strings("texts", texts)
         batch_size = check.as_int("batch_size", batch_size, 1)
         was_training = self.model.training
         self.model.eval()
@@ -206,8 +193,8 @@ class RewardModel:
 
     def reward_fn(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         """Rewards of ``prompt + completion`` for each pair (the reward of a policy's answer)."""
-        prompts = _check_texts("prompts", prompts)
-        completions = _check_texts("completions", completions)
+        prompts = check.as_strings("prompts", prompts)
+        completions = check.as_strings("completions", completions)
         if len(prompts) != len(completions):
             raise ValueError(f"prompts and completions must have the same length, got {len(prompts)} and "
                              f"{len(completions)}")
@@ -423,7 +410,7 @@ def ensemble_scores(models: Sequence[RewardModel], texts: Sequence[str]) -> tupl
     models = [_check_rm(m) for m in models]
     if len(models) < 2:
         raise ValueError(f"models must hold at least 2 reward models to disagree, got {len(models)}")
-    texts = _check_texts("texts", texts)
+    texts = check.as_strings("texts", texts)
     if len(texts) < 2:
         raise ValueError("texts must hold at least 2 texts (each member is standardised over them)")
     scores = np.stack([m.score(texts) for m in models])

@@ -75,19 +75,6 @@ def _check_tokenizer(tokenizer):
     return tokenizer
 
 
-def _check_strings(name: str, values) -> list[str]:
-    if isinstance(values, str):
-        raise TypeError(f"{name} must be a list of strings, not one string (wrap it: [text])")
-    try:
-        values = list(values)
-    except TypeError:
-        raise TypeError(f"{name} must be a list of strings, got {check.describe(values)}") from None
-    for i, value in enumerate(values):
-        if not isinstance(value, str):
-            raise TypeError(f"{name}[{i}] must be a string, got {check.describe(value)}")
-    return values
-
-
 def from_ids(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int,
              ended: Sequence[bool] | None = None) -> SequenceBatch:
     """A :class:`SequenceBatch` from token ids: row ``i`` is ``prompt_ids[i] + completion_ids[i]``, right-padded.
@@ -131,8 +118,8 @@ def encode(tokenizer, prompts: Sequence[str], completions: Sequence[str], *, eos
     answer; the model is then also scored on stopping).
     """
     tokenizer = _check_tokenizer(tokenizer)
-    prompts = _check_strings("prompts", prompts)
-    completions = _check_strings("completions", completions)
+    prompts = check.as_strings("prompts", prompts)
+    completions = check.as_strings("completions", completions)
     eos = check.as_bool("eos", eos)
     if len(prompts) != len(completions):
         raise ValueError(f"prompts and completions must have the same length, got {len(prompts)} and {len(completions)}")
@@ -195,7 +182,7 @@ def sample(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, *, tem
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a causal language model (a torch.nn.Module), got {check.describe(model)}")
     tokenizer = _check_tokenizer(tokenizer)
-    prompts = _check_strings("prompts", prompts)
+    prompts = check.as_strings("prompts", prompts)
     if not prompts:
         raise ValueError("prompts must hold at least one prompt")
     for i, p in enumerate(prompts):
