@@ -53,3 +53,15 @@ def provenance(packages: tuple[str, ...]) -> dict:
         "versions": {"python": platform.python_version(), **{name: package_version(name) for name in packages}},
         "rl2llm_commit": commit(),
     }
+
+
+def write_results(out: Path, benchmark: str, packages: tuple[str, ...], load_before: list[float],
+                  result: dict) -> None:
+    """Write ``result`` to ``out`` as a results file: the benchmark's name, provenance and the load around it."""
+    import json
+
+    data = {"benchmark": benchmark, "schema": 1, **provenance(packages),
+            "load_average": {"before": load_before, "after": load_average()}, **result}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {out}")

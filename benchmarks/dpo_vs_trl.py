@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import sys
@@ -54,7 +53,7 @@ import torch
 from rl2llm import dpo, zoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _provenance import load_average, provenance  # noqa: E402  (a sibling module of this script)
+from _provenance import load_average, write_results  # noqa: E402  (a sibling module of this script)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dpo_vs_trl.json"
 SPEED_GOAL, QUALITY_TOLERANCE = 1.5, 0.05
@@ -179,12 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = run(args)
     out = args.out or (None if args.quick else RESULTS)
     if out is not None:
-        data = {"benchmark": "DPO training: rl2llm vs TRL DPOTrainer", "schema": 1,
-                **provenance(("rl2llm", "torch", "transformers", "trl", "peft")),
-                "load_average": {"before": load_before, "after": load_average()}, **result}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(data, indent=1) + "\n")
-        print(f"wrote {out}")
+        write_results(out, "DPO training: rl2llm vs TRL DPOTrainer", ("rl2llm", "torch", "transformers", "trl", "peft"), load_before, result)
     return result
 
 

@@ -35,7 +35,6 @@ Run:  python benchmarks/gpt_throughput.py [--quick] [--threads 2] [--rounds 6] [
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -48,7 +47,7 @@ from rl2llm.corpora import corpus
 from rl2llm.transformer import GPT, GPTConfig, encode, get_batch, n_parameters, to_gpt2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _provenance import load_average, provenance  # noqa: E402  (a sibling module of this script)
+from _provenance import load_average, write_results  # noqa: E402  (a sibling module of this script)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gpt_throughput.json"
 #: GPT-2's block at about half a million parameters, byte-level (256 tokens).
@@ -164,12 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"the two sides diverge: losses differ by {result['summary']['loss_gap_first_round']:.2e}"
     out = args.out or (None if args.quick else RESULTS)
     if out is not None:
-        data = {"benchmark": "GPT training throughput: rl2llm vs transformers GPT2LMHeadModel", "schema": 1,
-                **provenance(("rl2llm", "torch", "transformers")),
-                "load_average": {"before": load_before, "after": load_average()}, **result}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(data, indent=1) + "\n")
-        print(f"wrote {out}")
+        write_results(out, "GPT training throughput: rl2llm vs transformers GPT2LMHeadModel", ("rl2llm", "torch", "transformers"), load_before, result)
     return result
 
 

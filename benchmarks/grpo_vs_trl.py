@@ -38,7 +38,6 @@ Run:  python benchmarks/grpo_vs_trl.py [--quick] [--threads 2] [--rounds 3] [--s
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -54,7 +53,7 @@ from rl2llm import corpora, zoo
 from rl2llm.grpo import GRPOConfig, train_grpo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _provenance import load_average, provenance  # noqa: E402  (a sibling module of this script)
+from _provenance import load_average, write_results  # noqa: E402  (a sibling module of this script)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "grpo_vs_trl.json"
 SPEED_GOAL, QUALITY_MARGIN = 1.5, 0.05
@@ -201,12 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = run(args)
     out = args.out or (None if args.quick else RESULTS)
     if out is not None:
-        data = {"benchmark": "GRPO: rl2llm vs TRL GRPOTrainer", "schema": 1,
-                **provenance(("rl2llm", "torch", "transformers", "trl")),
-                "load_average": {"before": load_before, "after": load_average()}, **result}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(data, indent=1) + "\n")
-        print(f"wrote {out}")
+        write_results(out, "GRPO: rl2llm vs TRL GRPOTrainer", ("rl2llm", "torch", "transformers", "trl"), load_before, result)
     return result
 
 
